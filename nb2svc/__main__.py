@@ -1,0 +1,3 @@
+from nb2svc.cli import main
+
+main()

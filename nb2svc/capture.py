@@ -1,0 +1,114 @@
+"""Stage 3: in the kernel that ran the notebook, serialize each endpoint and observe what it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nb2svc.errors import CaptureFailed
+from nb2svc.execute import ExecutedNotebook
+
+
+@dataclass(frozen=True)
+class CapturedEndpoint:
+    """An endpoint serialized with cloudpickle into ``artifact`` (relative to the service directory)."""
+
+    name: str
+    cell_number: int
+    artifact: str
+    sha256: str
+    size: int
+    signature: str
+    parameters: tuple[dict[str, Any], ...]
+    doc: str | None
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """An installed distribution the notebook imported, with the top-level modules that brought it in."""
+
+    name: str
+    version: str
+    modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Capture:
+    endpoints: tuple[CapturedEndpoint, ...]
+    python_version: str
+    python_implementation: str
+    cloudpickle_version: str
+    distributions: tuple[Distribution, ...]
+
+
+def capture_endpoints(executed: ExecutedNotebook, service_dir: Path) -> Capture:
+    """Write ``artifacts/<name>.pkl`` for every endpoint under ``service_dir`` and describe them."""
+    spec = executed.spec
+    result = executed.kernel.call(
+        "capture",
+        endpoints=[endpoint.name for endpoint in spec.endpoints],
+        artifacts_dir=str(service_dir / "artifacts"),
+        notebook_dir=str(spec.directory),
+        modules_at_start=list(executed.modules_at_start),
+    )
+    if "error" in result:
+        raise _capture_failed(executed, result["error"])
+    cells = {endpoint.name: endpoint.cell_number for endpoint in spec.endpoints}
+    return Capture(
+        endpoints=tuple(_endpoint(found, cells[found["name"]]) for found in result["endpoints"]),
+        python_version=result["python"]["version"],
+        python_implementation=result["python"]["implementation"],
+        cloudpickle_version=result["cloudpickle"],
+        distributions=tuple(
+            Distribution(name=name, version=found["version"], modules=tuple(found["modules"]))
+            for name, found in sorted(result["distributions"].items(), key=lambda item: item[0].lower())
+        ),
+    )
+
+
+def _endpoint(found: dict[str, Any], cell_number: int) -> CapturedEndpoint:
+    return CapturedEndpoint(
+        name=found["name"],
+        cell_number=cell_number,
+        artifact=found["artifact"],
+        sha256=found["sha256"],
+        size=found["bytes"],
+        signature=found["signature"],
+        parameters=tuple(found["parameters"]),
+        doc=found["doc"],
+        is_async=found.get("is_async", False),
+    )
+
+
+def _capture_failed(executed: ExecutedNotebook, error: dict[str, Any]) -> CaptureFailed:
+    notebook = executed.spec.path.name
+    reason = error["reason"]
+    if reason == "no_cloudpickle":
+        return CaptureFailed(
+            f"the kernel {executed.kernel_name!r} ({error['python']}) cannot import cloudpickle, which "
+            f"serializes the endpoints. Install it there: {error['python']} -m pip install cloudpickle",
+            reason=reason,
+        )
+    endpoint = error["endpoint"]
+    cell = next(e.cell_number for e in executed.spec.endpoints if e.name == endpoint)
+    if reason == "not_callable":
+        return CaptureFailed(
+            f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is a {error['type']} once the "
+            "notebook has run, not a function: a later cell rebinds or deletes the name. Rename one of them.",
+            reason=reason,
+            endpoint=endpoint,
+            cell=cell,
+        )
+    return CaptureFailed(
+        f"endpoint {endpoint!r} (cell {cell} of {notebook}) cannot be serialized: it references "
+        f"{error['variable']!r}, a {error['type']}, which cannot be pickled ({error['exception']}).\n"
+        "Create it inside the function (or in a helper it calls) instead of at the top level, "
+        "or stop the endpoint from referencing it.",
+        reason=reason,
+        endpoint=endpoint,
+        cell=cell,
+        variable=error["variable"],
+        variable_type=error["type"],
+    )

@@ -1,0 +1,185 @@
+"""Stage 2: run the notebook's cells in order in a real Jupyter kernel, kept open for capture."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import IO, Any
+
+import nbformat
+from jupyter_client.kernelspec import NoSuchKernel
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+from nb2svc.errors import CellFailed, KernelFailed
+from nb2svc.in_kernel import RESULT_MIME
+from nb2svc.notebook import Cell, NotebookSpec
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class CellProgress:
+    """Reported before a cell runs (``seconds`` is None) and after it ran."""
+
+    cell: Cell
+    position: int
+    total: int
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class CellTiming:
+    number: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ExecutedNotebook:
+    """A notebook whose cells all ran; its kernel is still alive for the capture stage."""
+
+    spec: NotebookSpec
+    kernel: Kernel
+    kernel_name: str
+    timings: tuple[CellTiming, ...]
+    modules_at_start: tuple[str, ...]
+
+
+class Kernel:
+    """The started kernel: calls functions of ``nb2svc/in_kernel.py`` in the namespace the notebook built."""
+
+    def __init__(self, client: NotebookClient) -> None:
+        self._client = client
+
+    def call(self, function: str, **arguments: Any) -> Any:
+        """Run ``in_kernel.function(**arguments)`` in the kernel and return its JSON result.
+
+        The script runs in a namespace of its own, so the notebook's variables are left as they were.
+        """
+        script = f"{_IN_KERNEL}\n_emit({function}(**ARGUMENTS))\n"
+        namespace = f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r})}}"
+        cell = nbformat.v4.new_code_cell(f"exec(compile({script!r}, 'nb2svc', 'exec'), {namespace})")
+        self._client.nb.cells.append(cell)
+        self._client.execute_cell(cell, len(self._client.nb.cells) - 1, store_history=False)
+        for output in cell.outputs:
+            if RESULT_MIME in output.get("data", {}):
+                return output["data"][RESULT_MIME]
+        raise RuntimeError(f"nb2svc's kernel call {function}() returned nothing; outputs: {cell.outputs}")
+
+_IN_KERNEL = (resources.files("nb2svc") / "in_kernel.py").read_text(encoding="utf-8")
+
+
+OnCell = Callable[[CellProgress], None]
+
+
+@contextmanager
+def execute_notebook(
+    spec: NotebookSpec,
+    *,
+    kernel_name: str | None = None,
+    timeout: float | None = None,
+    on_cell: OnCell | None = None,
+) -> Iterator[ExecutedNotebook]:
+    """Run every cell of ``spec`` that is not tagged ``skip``; yield with the kernel still open.
+
+    The kernel runs with the notebook's folder as working directory and is shut
+    down when the block exits, whether it succeeded or not.
+    """
+    name = kernel_name or spec.kernel_name
+    cells = [nbformat.v4.new_code_cell(cell.source) for cell in spec.cells_to_run]
+    client = NotebookClient(
+        nbformat.v4.new_notebook(cells=cells),
+        kernel_name=name,
+        timeout=timeout,
+        allow_errors=False,
+        resources={"metadata": {"path": str(spec.directory)}},
+    )
+    with ExitStack() as stack:
+        kernel_stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
+        _start_kernel(stack, client, name, kernel_stderr)
+        kernel = Kernel(client)
+        modules_at_start = tuple(kernel.call("loaded_modules"))
+        timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None)))
+        yield ExecutedNotebook(
+            spec=spec, kernel=kernel, kernel_name=name, timings=timings, modules_at_start=modules_at_start
+        )
+
+
+def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: IO[str]) -> None:
+    try:
+        stack.enter_context(client.setup_kernel(stderr=stderr))
+    except NoSuchKernel as exc:
+        raise KernelFailed(
+            f"no Jupyter kernel named {name!r} is installed. Pass --kernel NAME with one from "
+            "`jupyter kernelspec list`, or install ipykernel in the environment the notebook needs.",
+            kernel=name,
+        ) from exc
+    except (RuntimeError, TimeoutError) as exc:
+        raise KernelFailed(
+            f"the Jupyter kernel {name!r} did not start: {exc}{_tail(stderr)}", kernel=name
+        ) from exc
+
+
+def _run_cells(
+    client: NotebookClient,
+    spec: NotebookSpec,
+    kernel_name: str,
+    timeout: float | None,
+    kernel_stderr: IO[str],
+    on_cell: OnCell,
+) -> Iterator[CellTiming]:
+    total = len(spec.cells_to_run)
+    for index, (cell, node) in enumerate(zip(spec.cells_to_run, client.nb.cells)):
+        on_cell(CellProgress(cell=cell, position=index + 1, total=total))
+        started = time.perf_counter()
+        try:
+            client.execute_cell(node, index)
+        except CellExecutionError as exc:
+            raise _cell_failed(spec, cell, exc) from None
+        except CellTimeoutError as exc:
+            raise KernelFailed(
+                f"cell {cell.number} of {spec.path.name} (`{cell.first_line}`) was still running after "
+                f"{timeout:g} s. Raise --timeout, or tag the cell 'skip' if serving does not need it.",
+                cell=cell.number,
+            ) from exc
+        except DeadKernelError as exc:
+            raise KernelFailed(
+                f"the kernel {kernel_name!r} died while running cell {cell.number} of {spec.path.name} "
+                f"(`{cell.first_line}`): the process exited or crashed (out of memory, os._exit, a segfault). "
+                f"Run the notebook top to bottom in Jupyter to reproduce.{_tail(kernel_stderr)}",
+                cell=cell.number,
+            ) from exc
+        seconds = time.perf_counter() - started
+        on_cell(CellProgress(cell=cell, position=index + 1, total=total, seconds=seconds))
+        yield CellTiming(number=cell.number, seconds=round(seconds, 4))
+
+
+def _cell_failed(spec: NotebookSpec, cell: Cell, exc: CellExecutionError) -> CellFailed:
+    ename, evalue = strip_ansi(exc.ename), strip_ansi(exc.evalue)
+    return CellFailed(
+        f"cell {cell.number} of {spec.path.name} raised {ename}: {evalue}\n"
+        f"  the cell starts with: {cell.first_line}\n"
+        "Fix the cell and check with Restart & Run All in Jupyter, "
+        "or tag it 'skip' if serving does not need it.",
+        cell=cell.number,
+        exception=ename,
+        exception_message=evalue,
+        traceback=strip_ansi(exc.traceback),
+    )
+
+
+def _tail(kernel_stderr: IO[str], lines: int = 10) -> str:
+    """The last lines the kernel process wrote to its stderr, to show with a failure."""
+    kernel_stderr.seek(0)
+    text = strip_ansi(kernel_stderr.read()).strip()
+    return "\nThe kernel's last words:\n  " + "\n  ".join(text.splitlines()[-lines:]) if text else ""
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)

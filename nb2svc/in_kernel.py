@@ -1,0 +1,219 @@
+"""Code that runs inside the notebook's kernel, after the notebook's cells.
+
+This file is sent to the kernel as source text, never imported there: the
+kernel's environment may not have nb2svc installed. It may use only the
+standard library, IPython (which every Python kernel has) and cloudpickle.
+Its functions return JSON-able values; failures come back as
+``{"error": {...}}`` for the builder to turn into an nb2svc error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import inspect
+import json
+import os
+import re
+import sys
+from typing import Any
+
+_MAX_DEPTH = 6
+RESULT_MIME = "application/vnd.nb2svc.result+json"
+
+
+def _emit(result: Any) -> None:
+    """Hand ``result`` to the builder as a display output of the cell that called it."""
+    from IPython.display import display
+
+    display({RESULT_MIME: result}, raw=True)
+
+
+def loaded_modules() -> list[str]:
+    """The modules loaded in the kernel right now."""
+    return sorted(sys.modules)
+
+
+def capture(endpoints: list[str], artifacts_dir: str, notebook_dir: str, modules_at_start: list[str]) -> dict[str, Any]:
+    """Serialize each endpoint into ``artifacts_dir``; describe them and the packages the notebook imported."""
+    imported = _top_level(sys.modules) - _top_level(modules_at_start)
+    try:
+        import cloudpickle
+    except ImportError:
+        return {"error": {"reason": "no_cloudpickle", "python": sys.executable}}
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    _pickle_local_modules_by_value(cloudpickle, notebook_dir)
+    described = []
+    for name in endpoints:
+        function = namespace.get(name)
+        if not callable(function):
+            return {"error": {"reason": "not_callable", "endpoint": name, "type": _type_name(function)}}
+        try:
+            payload = cloudpickle.dumps(function)
+        except Exception as exc:  # cloudpickle raises TypeError, PicklingError, RecursionError...
+            return {"error": _unpicklable(cloudpickle, name, function, exc)}
+        described.append(_write_artifact(name, function, payload, artifacts_dir))
+    return {
+        "endpoints": described,
+        "python": {
+            "version": ".".join(map(str, sys.version_info[:3])),
+            "implementation": sys.implementation.name,
+            "executable": sys.executable,
+        },
+        "cloudpickle": cloudpickle.__version__,
+        "distributions": _distributions(imported),
+    }
+
+
+def _write_artifact(name: str, function: Any, payload: bytes, artifacts_dir: str) -> dict[str, Any]:
+    os.makedirs(artifacts_dir, exist_ok=True)
+    with open(os.path.join(artifacts_dir, f"{name}.pkl"), "wb") as file:
+        file.write(payload)
+    return {
+        "name": name,
+        "artifact": f"artifacts/{name}.pkl",
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "bytes": len(payload),
+        **_describe(function),
+    }
+
+
+def _describe(function: Any) -> dict[str, Any]:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return {"signature": "(*args, **kwargs)", "parameters": [], "doc": inspect.getdoc(function)}
+    return {
+        "signature": str(signature),
+        "parameters": [_parameter(p) for p in signature.parameters.values()],
+        "doc": inspect.getdoc(function),
+        "is_async": inspect.iscoroutinefunction(function),
+    }
+
+
+def _parameter(parameter: inspect.Parameter) -> dict[str, Any]:
+    described: dict[str, Any] = {"name": parameter.name, "kind": parameter.kind.name.lower()}
+    if parameter.annotation is not inspect.Parameter.empty:
+        annotation = parameter.annotation
+        described["annotation"] = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    if parameter.default is not inspect.Parameter.empty:
+        try:
+            json.dumps(parameter.default)
+            described["default"] = parameter.default
+        except (TypeError, ValueError):
+            described["default_repr"] = repr(parameter.default)
+    return described
+
+
+def _pickle_local_modules_by_value(cloudpickle: Any, notebook_dir: str) -> None:
+    """Modules the user keeps beside the notebook travel inside the artifact, like the notebook's own code."""
+    root = os.path.realpath(notebook_dir) + os.sep
+    installed = {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    for name, module in list(sys.modules.items()):
+        path = os.path.realpath(getattr(module, "__file__", None) or "")
+        local = path.startswith(root) and not any(path.startswith(prefix) for prefix in installed)
+        if local and "site-packages" not in path and "." not in name:
+            cloudpickle.register_pickle_by_value(module)
+
+
+def _top_level(modules: Any) -> set[str]:
+    return {name.partition(".")[0] for name in modules}
+
+
+def _distributions(top_level_modules: set[str]) -> dict[str, dict[str, Any]]:
+    """Installed distributions that provide ``top_level_modules``, with versions.
+
+    The kernel's own machinery (ipykernel and what it requires) is left out:
+    IPython imports parts of it lazily, for magics and ``!shell`` lines.
+    """
+    providers = importlib.metadata.packages_distributions()
+    kernel_machinery = _requirement_closure("ipykernel")
+    found: dict[str, dict[str, Any]] = {}
+    for top in sorted(top_level_modules):
+        if top in sys.stdlib_module_names or top == "__main__":
+            continue
+        for distribution in providers.get(top, ()):
+            if _normalize(distribution) in kernel_machinery:
+                continue
+            entry = found.setdefault(distribution, {"version": importlib.metadata.version(distribution), "modules": []})
+            entry["modules"].append(top)
+    return found
+
+
+def _requirement_closure(root: str) -> set[str]:
+    """Normalized names of ``root`` and every distribution it requires, recursively (extras left out)."""
+    seen: set[str] = set()
+    pending = [root]
+    while pending:
+        name = _normalize(pending.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requirements = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        pending.extend(
+            re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+            for requirement in requirements
+            if "extra ==" not in requirement.replace("extra==", "extra ==")
+        )
+    return seen
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _unpicklable(cloudpickle: Any, endpoint: str, function: Any, exc: BaseException) -> dict[str, Any]:
+    found = _find_unpicklable(cloudpickle, function, "", 0, {id(function)})
+    path, culprit = found if found else (endpoint, function)
+    return {
+        "reason": "unpicklable",
+        "endpoint": endpoint,
+        "variable": path or endpoint,
+        "type": _type_name(culprit),
+        "exception": f"{type(exc).__name__}: {exc}",
+    }
+
+
+def _find_unpicklable(cloudpickle: Any, obj: Any, path: str, depth: int, seen: set[int]) -> tuple[str, Any] | None:
+    """The deepest reference reachable from ``obj`` that cannot be pickled on its own, with its path."""
+    if depth >= _MAX_DEPTH:
+        return None
+    for child_path, child in _references(obj, path):
+        if id(child) in seen:
+            continue
+        seen.add(id(child))
+        try:
+            cloudpickle.dumps(child)
+        except Exception:
+            return _find_unpicklable(cloudpickle, child, child_path, depth + 1, seen) or (child_path, child)
+    return None
+
+
+def _references(obj: Any, path: str) -> list[tuple[str, Any]]:
+    def join(name: str) -> str:
+        return f"{path}.{name}" if path else name
+
+    if inspect.isfunction(obj):
+        closure = inspect.getclosurevars(obj)
+        defaults = list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+        named = {**closure.nonlocals, **closure.globals}
+        return [(name, value) for name, value in named.items()] + [(f"{join('<default>')}", d) for d in defaults]
+    if inspect.ismethod(obj):
+        return [(join("__self__"), obj.__self__), (join("__func__"), obj.__func__)]
+    if isinstance(obj, dict):
+        return [(f"{path}[{key!r}]", value) for key, value in obj.items()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [(f"{path}[{index}]", value) for index, value in enumerate(obj)]
+    if hasattr(obj, "__dict__") and not inspect.ismodule(obj) and not inspect.isclass(obj):
+        return [(join(name), value) for name, value in vars(obj).items()]
+    return []
+
+
+def _type_name(obj: Any) -> str:
+    kind = type(obj)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"

@@ -1,0 +1,135 @@
+"""Stage 5: write the service directory, atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nb2svc import __version__
+from nb2svc.capture import Capture
+from nb2svc.errors import OutputExists
+from nb2svc.execute import CellTiming
+from nb2svc.notebook import NotebookSpec
+from nb2svc.requirements import Pin, format_requirements
+
+MANIFEST_VERSION = 1
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Refuse an existing ``output`` before any work is done, unless ``force``."""
+    if output.exists() and not force:
+        raise OutputExists(
+            f"{output} already exists: pass --force to replace it, or -o to build elsewhere.", path=str(output)
+        )
+
+
+@contextmanager
+def staging_directory(output: Path) -> Iterator[Path]:
+    """A temporary directory beside ``output``, removed unless it was published."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".nb2svc-build", dir=output.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, output: Path, force: bool) -> None:
+    """Move the finished ``staging`` directory to ``output``; the old one goes only once the new one is there."""
+    check_output(output, force)
+    staging.chmod(0o755)  # mkdtemp made it private
+    if not output.exists():
+        staging.rename(output)
+        return
+    retired = output.with_name(f".{output.name}.nb2svc-old")
+    shutil.rmtree(retired, ignore_errors=True)
+    output.rename(retired)
+    staging.rename(output)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def render_service(
+    staging: Path, spec: NotebookSpec, capture: Capture, pins: tuple[Pin, ...], timings: tuple[CellTiming, ...]
+) -> dict[str, Any]:
+    """Write everything but the artifacts (already written by the capture) into ``staging``."""
+    manifest = build_manifest(spec, capture, pins, timings)
+    shutil.copytree(
+        resources.files("nb2svc") / "runtime", staging / "nb2svc_runtime", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (staging / "requirements.txt").write_text(format_requirements(pins), encoding="utf-8")
+    (staging / "app.py").write_text(_template("app.py"), encoding="utf-8")
+    (staging / ".dockerignore").write_text(_template("dockerignore"), encoding="utf-8")
+    (staging / "Dockerfile").write_text(_fill("Dockerfile", manifest), encoding="utf-8")
+    (staging / "README.md").write_text(_fill("README.md", manifest), encoding="utf-8")
+    return manifest
+
+
+def build_manifest(
+    spec: NotebookSpec, capture: Capture, pins: tuple[Pin, ...], timings: tuple[CellTiming, ...]
+) -> dict[str, Any]:
+    """The one contract between the builder and the service runtime."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "name": service_name(spec.path),
+        "nb2svc_version": __version__,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notebook": {"file": spec.path.name, "sha256": spec.sha256},
+        "python": {"version": capture.python_version, "implementation": capture.python_implementation},
+        "cloudpickle_version": capture.cloudpickle_version,
+        "endpoints": [
+            {
+                "name": e.name,
+                "route": f"/v1/{e.name}/latest",
+                "cell": e.cell_number,
+                "signature": e.signature,
+                "parameters": list(e.parameters),
+                "doc": e.doc,
+                "is_async": e.is_async,
+                "artifact": e.artifact,
+                "sha256": e.sha256,
+                "bytes": e.size,
+            }
+            for e in capture.endpoints
+        ],
+        "requirements": [{"name": p.name, "version": p.version, "reason": p.reason} for p in pins],
+        "cells": [{"cell": t.number, "seconds": t.seconds} for t in timings],
+    }
+
+
+def service_name(notebook: Path) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in notebook.stem).strip("-") or "service"
+
+
+def _template(name: str) -> str:
+    return (resources.files("nb2svc") / "templates" / name).read_text(encoding="utf-8")
+
+
+def _fill(name: str, manifest: dict[str, Any]) -> str:
+    python_version = manifest["python"]["version"]
+    return string.Template(_template(name)).substitute(
+        name=manifest["name"],
+        nb2svc_version=manifest["nb2svc_version"],
+        notebook=manifest["notebook"]["file"],
+        notebook_sha256=manifest["notebook"]["sha256"],
+        built_at=manifest["built_at"],
+        python_version=python_version,
+        python_minor=".".join(python_version.split(".")[:2]),
+        cloudpickle_version=manifest["cloudpickle_version"],
+        endpoints="".join(_endpoint_section(e) for e in manifest["endpoints"]),
+    )
+
+
+def _endpoint_section(endpoint: dict[str, Any]) -> str:
+    return (
+        f"### `{endpoint['name']}{endpoint['signature']}`\n\n"
+        f"    curl -s -X POST localhost:8000{endpoint['route']} -H 'Content-Type: application/json' -d '{{\"data\": ...}}'\n\n"
+    )

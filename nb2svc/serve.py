@@ -1,0 +1,27 @@
+"""Run a service directory with uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import uvicorn
+
+from nb2svc.errors import ServiceDirInvalid
+
+
+def check_service_dir(service_dir: Path) -> None:
+    """Raise ``ServiceDirInvalid`` unless ``service_dir`` holds a built service."""
+    missing = [name for name in ("app.py", "manifest.json", "nb2svc_runtime") if not (service_dir / name).exists()]
+    if missing:
+        raise ServiceDirInvalid(
+            f"{service_dir} is not a service directory (missing: {', '.join(missing)}). "
+            "Pass the directory that `nb2svc build -o DIR` wrote.",
+            path=str(service_dir),
+        )
+
+
+def serve(service_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Serve ``service_dir`` until interrupted, exactly as ``uvicorn app:app`` run inside it would."""
+    service_dir = Path(service_dir).resolve()
+    check_service_dir(service_dir)
+    uvicorn.run("app:app", app_dir=str(service_dir), host=host, port=port, workers=workers)
