@@ -95,8 +95,8 @@ def _capture_failed(executed: ExecutedNotebook, error: dict[str, Any]) -> Captur
     cell = next(e.cell_number for e in executed.spec.endpoints if e.name == endpoint)
     if reason == "not_callable":
         return CaptureFailed(
-            f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is a {error['type']} once the "
-            "notebook has run, not a function: a later cell rebinds or deletes the name. Rename one of them.",
+            f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is no longer a function once the "
+            f"notebook has run (it holds {error['type']}): a later cell rebinds or deletes the name. Rename one of them.",
             reason=reason,
             endpoint=endpoint,
             cell=cell,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,12 @@ def read_notebook(path: str | Path) -> NotebookSpec:
 
 
 def _parse(path: Path, raw: bytes) -> nbformat.NotebookNode:
+    with warnings.catch_warnings():  # nbformat warns about old minor versions it upgrades; nothing to act on
+        warnings.simplefilter("ignore")
+        return _parse_and_validate(path, raw)
+
+
+def _parse_and_validate(path: Path, raw: bytes) -> nbformat.NotebookNode:
     try:
         node = nbformat.reads(raw.decode("utf-8"), as_version=4)
     except UnicodeDecodeError as exc:
@@ -123,7 +130,7 @@ def find_endpoints(path: Path, cells: list[Cell]) -> tuple[Endpoint, ...]:
 
 
 def _public_functions(path: Path, cell: Cell) -> list[str]:
-    python = TransformerManager().transform_cell(cell.source)  # magics and !shell lines -> Python
+    python = TransformerManager().transform_cell(_without_python_cell_magic(cell.source))
     try:
         tree = ast.parse(python)
     except SyntaxError as exc:
@@ -137,6 +144,14 @@ def _public_functions(path: Path, cell: Cell) -> list[str]:
         for node in tree.body
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_")
     ]
+
+
+def _without_python_cell_magic(source: str) -> str:
+    """Drop a leading ``%%time`` or ``%%capture``: their body is Python run in the notebook's namespace."""
+    lines = source.lstrip().splitlines()
+    while lines and lines[0].split()[:1] in (["%%time"], ["%%capture"]):
+        lines = lines[1:]
+    return "\n".join(lines)
 
 
 def _no_endpoint_message(path: Path, predict_cells: list[Cell]) -> str:

@@ -1,0 +1,30 @@
+# Every target installs what it needs: a fresh clone needs only python3 (3.10+).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+.PHONY: install test demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/nb2svc build fixtures/linear_regression.ipynb -o build/lr_service --force
+	@echo
+	@echo "Serving on port $(PORT). In another terminal, try:"
+	@echo "  curl -s -XPOST localhost:$(PORT)/v1/my_lr_deployement/latest -d '{\"data\":[[1,3],[2,5],[3,9]]}'"
+	@echo
+	$(BIN)/nb2svc serve build/lr_service --port $(PORT)
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

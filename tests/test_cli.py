@@ -1,0 +1,163 @@
+"""`nb2svc build` and `nb2svc serve` through click's CliRunner, with a real Jupyter kernel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from nb2svc import __version__
+from nb2svc.cli import cli
+from nb2svc.runtime import create_app
+
+from conftest import FIXTURES, kernel_processes
+
+LR = FIXTURES / "linear_regression.ipynb"
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    output = tmp_path_factory.mktemp("build") / "lr_service"
+    result = run("build", str(LR), "-o", str(output), "--json")
+    assert result.exit_code == 0, result.output
+    return output, result
+
+
+def test_build_writes_the_service_directory(built: tuple[Path, object]) -> None:
+    output, _ = built
+    names = {p.name for p in output.iterdir()}
+    assert {"app.py", "nb2svc_runtime", "artifacts", "manifest.json", "requirements.txt", "README.md", "Dockerfile"} <= names
+    assert (output / "nb2svc_runtime" / "app.py").is_file()
+    assert not list(output.rglob("__pycache__"))
+
+
+def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, object]) -> None:
+    output, _ = built
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["name"] == "linear_regression"
+    assert manifest["nb2svc_version"] == __version__
+    assert manifest["notebook"] == {"file": LR.name, "sha256": hashlib.sha256(LR.read_bytes()).hexdigest()}
+    assert manifest["python"]["version"].count(".") == 2
+    [endpoint] = manifest["endpoints"]
+    assert endpoint["name"] == "my_lr_deployement"
+    assert endpoint["signature"] == "(input_x)"
+    assert endpoint["route"] == "/v1/my_lr_deployement/latest"
+    assert endpoint["cell"] == 6
+    artifact = output / endpoint["artifact"]
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == endpoint["sha256"]
+    assert [cell["cell"] for cell in manifest["cells"]] == [2, 3, 4, 6, 7]
+
+
+def test_requirements_pin_what_the_notebook_imported(built: tuple[Path, object]) -> None:
+    output, _ = built
+    pins = {
+        line.split("==")[0]: line.split("==")[1].split()[0]
+        for line in (output / "requirements.txt").read_text().splitlines()
+        if "==" in line
+    }
+    from importlib.metadata import version
+
+    for name in ("scikit-learn", "numpy", "scipy", "cloudpickle", "starlette", "uvicorn"):
+        assert pins[name] == version(name)
+    assert "matplotlib" not in pins  # imported only by a `skip` cell
+    assert not {"ipykernel", "ipython", "jupyter-client", "pyzmq", "tornado"} & set(pins)
+
+
+def test_json_output_is_one_object(built: tuple[Path, object]) -> None:
+    output, result = built
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["service_dir"] == str(output)
+    assert "scikit-learn==" + __import__("sklearn").__version__ in report["requirements"]
+
+
+def test_progress_per_cell_on_stderr(built: tuple[Path, object]) -> None:
+    _, result = built
+    assert "[1/5] cell 2: import numpy as np" in result.stderr
+    assert "[4/5] cell 6: def my_lr_deployement(input_x):" in result.stderr
+    assert "matplotlib" not in result.stderr
+
+
+def test_built_service_answers_the_modelbit_envelope(built: tuple[Path, object]) -> None:
+    output, _ = built
+    with TestClient(create_app(output)) as client:
+        batch = client.post("/v1/my_lr_deployement/latest", json={"data": [[1, 3], [2, 5], [3, 9]]}).json()
+        assert [[row_id, round(value, 2)] for row_id, value in batch["data"]] == [[1, 12.41], [2, 19.33], [3, 33.16]]
+        assert client.post("/v1/my_lr_deployement/latest", json={"data": "three"}).json() == {"data": None}
+
+
+@pytest.mark.parametrize(
+    ("notebook", "extra", "exit_code", "message"),
+    [
+        ("not_a_notebook.ipynb", [], 3, "is not a Jupyter notebook"),
+        ("no_endpoint.ipynb", [], 4, "tag 'predict'"),
+        ("cell_error.ipynb", [], 5, "cell 2 of cell_error.ipynb raised ZeroDivisionError: division by zero\n  the cell starts with: ratio = 1 / 0"),
+        ("sys_exit.ipynb", [], 5, "cell 1 of sys_exit.ipynb raised SystemExit: 0"),
+        ("kernel_dies.ipynb", [], 6, "the kernel 'python3' died while running cell 1"),
+        ("slow_cell.ipynb", ["--timeout", "1"], 6, "cell 1 of slow_cell.ipynb (`import time`) was still running after 1 s"),
+        ("unpicklable.ipynb", [], 7, "endpoint 'predict' (cell 2 of unpicklable.ipynb) cannot be serialized: it references 'guard', a _thread.lock"),
+        ("linear_regression.ipynb", ["--kernel", "no-such-kernel"], 6, "no Jupyter kernel named 'no-such-kernel'"),
+    ],
+)
+def test_failures_exit_with_their_code_and_leave_nothing(
+    tmp_path: Path, notebook: str, extra: list[str], exit_code: int, message: str
+) -> None:
+    result = run("build", str(FIXTURES / notebook), "-o", str(tmp_path / "out"), *extra)
+    assert result.exit_code == exit_code, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "\x1b[" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a staging directory
+    assert kernel_processes() == []
+
+
+def test_json_failure_report(tmp_path: Path) -> None:
+    result = run("build", str(FIXTURES / "unpicklable.ipynb"), "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 7
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["error"]["exit_code"] == 7
+    assert report["error"]["variable"] == "guard"
+    assert report["error"]["variable_type"] == "_thread.lock"
+
+
+def test_existing_output_is_refused_untouched_then_replaced_with_force(tmp_path: Path) -> None:
+    output = tmp_path / "service"
+    output.mkdir()
+    (output / "keep.txt").write_text("mine")
+    refused = run("build", str(LR), "-o", str(output))
+    assert refused.exit_code == 8
+    assert "already exists: pass --force" in refused.stderr
+    assert [p.name for p in output.iterdir()] == ["keep.txt"]
+
+    replaced = run("build", str(LR), "-o", str(output), "--force")
+    assert replaced.exit_code == 0, replaced.output
+    assert not (output / "keep.txt").exists()
+    assert (output / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["service"]
+
+
+def test_failed_build_with_force_keeps_the_existing_directory(tmp_path: Path) -> None:
+    output = tmp_path / "service"
+    output.mkdir()
+    (output / "keep.txt").write_text("mine")
+    result = run("build", str(FIXTURES / "cell_error.ipynb"), "-o", str(output), "--force")
+    assert result.exit_code == 5
+    assert (output / "keep.txt").read_text() == "mine"
+
+
+def test_serve_refuses_a_directory_that_is_not_a_service(tmp_path: Path) -> None:
+    result = run("serve", str(tmp_path))
+    assert result.exit_code == 10
+    assert "is not a service directory (missing: app.py, manifest.json, nb2svc_runtime)" in result.stderr
+
+
+def test_version() -> None:
+    assert run("--version").output.strip() == f"nb2svc, version {__version__}"

@@ -1,0 +1,181 @@
+"""The service runtime through starlette's TestClient, on service directories made by hand."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from nb2svc.runtime import create_app
+
+
+def make_service(directory: Path, **functions: Callable[..., Any]) -> Path:
+    (directory / "artifacts").mkdir(parents=True)
+    endpoints = []
+    for name, function in functions.items():
+        payload = cloudpickle.dumps(function)
+        (directory / "artifacts" / f"{name}.pkl").write_bytes(payload)
+        endpoints.append({"name": name, "artifact": f"artifacts/{name}.pkl", "sha256": hashlib.sha256(payload).hexdigest()})
+    (directory / "manifest.json").write_text(json.dumps({"name": "test", "endpoints": endpoints}))
+    return directory
+
+
+def double(x):
+    return x * 2
+
+
+def describe(a, b=10):
+    return {"a": a, "b": b}
+
+
+def fails(x):
+    raise ValueError(f"cannot handle {x!r}")
+
+
+def numpy_result(x):
+    return {"scalar": np.float64(x) / 4, "int": np.int64(x), "array": np.arange(x), "matrix": np.eye(2)}
+
+
+def not_finite(x):
+    return [math.nan, math.inf, np.float64("nan"), 1.5]
+
+
+def unencodable(x):
+    return object()
+
+
+async def async_double(x):
+    return x * 2
+
+
+@pytest.fixture
+def client(tmp_path: Path):
+    service = make_service(
+        tmp_path, double=double, describe=describe, fails=fails, numpy_result=numpy_result,
+        not_finite=not_finite, unencodable=unencodable, async_double=async_double,
+    )
+    with TestClient(create_app(service)) as client:
+        yield client
+
+
+def post(client: TestClient, name: str, body: Any) -> Any:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post(f"/v1/{name}/latest", content=content, headers={"Content-Type": "application/json"})
+
+
+def test_health(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_single_call(client: TestClient) -> None:
+    response = post(client, "double", {"data": 21})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"data": 42}
+
+
+def test_single_list_argument_is_not_a_batch(client: TestClient) -> None:
+    assert post(client, "double", {"data": [1, 2]}).json() == {"data": [1, 2, 1, 2]}
+
+
+def test_batch_answers_in_request_order_with_ids_as_given(client: TestClient) -> None:
+    body = {"data": [["b", 3], [1, 5], [None, 1], [7.5, "x"]]}
+    assert post(client, "double", body).json() == {"data": [["b", 6], [1, 10], [None, 2], [7.5, "xx"]]}
+
+
+def test_batch_rows_with_several_arguments(client: TestClient) -> None:
+    body = {"data": [[1, "x"], [2, "y", 3]]}
+    assert post(client, "describe", body).json() == {"data": [[1, {"a": "x", "b": 10}], [2, {"a": "y", "b": 3}]]}
+
+
+def test_dict_of_parameter_names_is_keyword_arguments(client: TestClient) -> None:
+    assert post(client, "describe", {"data": {"a": 1, "b": 2}}).json() == {"data": {"a": 1, "b": 2}}
+
+
+def test_dict_with_other_keys_is_one_argument(client: TestClient) -> None:
+    assert post(client, "describe", {"data": {"z": 1}}).json() == {"data": {"a": {"z": 1}, "b": 10}}
+
+
+def test_async_endpoint(client: TestClient) -> None:
+    assert post(client, "async_double", {"data": [[1, 2], [2, 3]]}).json() == {"data": [[1, 4], [2, 6]]}
+
+
+def test_numpy_results_are_plain_json(client: TestClient) -> None:
+    assert post(client, "numpy_result", {"data": 3}).json() == {
+        "data": {"scalar": 0.75, "int": 3, "array": [0, 1, 2], "matrix": [[1.0, 0.0], [0.0, 1.0]]}
+    }
+
+
+def test_nan_and_infinity_become_null(client: TestClient) -> None:
+    response = post(client, "not_finite", {"data": 0})
+    assert response.text == '{"data":[null,null,null,1.5]}'
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"data": ', "the request body is not valid JSON"),
+        (b"\xff\xfe", "the request body is not valid JSON"),
+        (b'{"input": 3}', 'must be a JSON object with a "data" field'),
+        (b"[1, 2]", 'must be a JSON object with a "data" field'),
+        (b'{"data": [[1, 2], 3]}', r"data\[1\] must be a list \[id, arg, ...\]"),
+        (b'{"data": [[1, 2], []]}', r"data\[1\] must be a list \[id, arg, ...\]"),
+    ],
+)
+def test_malformed_requests_are_400_with_a_json_error(client: TestClient, body: bytes, message: str) -> None:
+    response = post(client, "double", body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "bad_request"
+    assert re.search(message, error["message"])
+
+
+def test_exception_in_function_is_500_and_service_goes_on(client: TestClient) -> None:
+    response = post(client, "fails", {"data": 3})
+    assert response.status_code == 500
+    assert response.json() == {"error": {"type": "ValueError", "message": "fails raised: cannot handle 3"}}
+    assert "Traceback" not in response.text
+    assert post(client, "double", {"data": 1}).json() == {"data": 2}
+
+
+def test_exception_in_batch_row_names_the_row(client: TestClient) -> None:
+    response = post(client, "fails", {"data": [["r1", 1]]})
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "type": "ValueError", "message": "fails (batch row id 'r1') raised: cannot handle 1", "id": "r1"
+    }
+
+
+def test_unencodable_result_names_the_type(client: TestClient) -> None:
+    response = post(client, "unencodable", {"data": 1})
+    assert response.status_code == 500
+    assert response.json()["error"]["type"] == "unencodable_result"
+    assert "builtins.object" in response.json()["error"]["message"]
+
+
+def test_unknown_endpoint_is_json_404_listing_the_routes(client: TestClient) -> None:
+    response = post(client, "nope", {"data": 1})
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found"
+    assert "POST /v1/double/latest" in response.json()["error"]["message"]
+
+
+def test_get_on_predict_route_is_405(client: TestClient) -> None:
+    assert client.get("/v1/double/latest").status_code == 405
+
+
+def test_tampered_artifact_is_refused(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    (service / "artifacts" / "double.pkl").write_bytes(cloudpickle.dumps(fails))
+    with pytest.raises(RuntimeError, match="does not match the manifest"):
+        create_app(service)
