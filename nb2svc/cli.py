@@ -95,6 +95,13 @@ def _reporting_errors(as_json: bool, progress: _Progress | None) -> Iterator[Non
             click.echo(json.dumps({"ok": False, "error": exc.to_dict()}))
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug of nb2svc's: keep the traceback, and the promise of one JSON object
+        if progress is not None:
+            progress.end_line()
+        if as_json:
+            message = f"internal error {type(exc).__name__}: {exc}"
+            click.echo(json.dumps({"ok": False, "error": {"type": "internal_error", "exit_code": 1, "message": message}}))
+        raise
 
 
 def main() -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import string
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -31,15 +31,23 @@ def check_output(output: Path, force: bool) -> None:
         )
 
 
-@contextmanager
+@contextlib.contextmanager
 def staging_directory(output: Path) -> Iterator[Path]:
-    """A temporary directory beside ``output``, removed unless it was published."""
+    """A temporary directory beside ``output``, removed unless it was published.
+
+    Parent folders it had to create are removed again if the build fails.
+    """
+    created = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".nb2svc-build", dir=output.parent))
     try:
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not output.exists():
+            for folder in created:  # deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def publish(staging: Path, output: Path, force: bool) -> None:

@@ -118,6 +118,24 @@ def test_failures_exit_with_their_code_and_leave_nothing(
     assert kernel_processes() == []
 
 
+def test_failed_build_removes_the_parent_folders_it_created(tmp_path: Path) -> None:
+    result = run("build", str(FIXTURES / "cell_error.ipynb"), "-o", str(tmp_path / "a" / "b" / "out"))
+    assert result.exit_code == 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_internal_error_still_prints_one_json_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("nb2svc.cli.build", broken)  # a bug cannot be produced on purpose otherwise
+    result = CliRunner().invoke(cli, ["build", str(LR), "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"] == {
+        "type": "internal_error", "exit_code": 1, "message": "internal error RuntimeError: boom"
+    }
+
+
 def test_json_failure_report(tmp_path: Path) -> None:
     result = run("build", str(FIXTURES / "unpicklable.ipynb"), "-o", str(tmp_path / "out"), "--json")
     assert result.exit_code == 7
