@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 	@echo "  curl -s -XPOST localhost:$(PORT)/v1/my_lr_deployement/latest -d '{\"data\":[[1,3],[2,5],[3,9]]}'"
 	@echo
 	$(BIN)/nb2svc serve build/lr_service --port $(PORT)
+
+# Throughput of the built fixture against a hand-written Starlette app; results in bench/RESULTS.md.
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

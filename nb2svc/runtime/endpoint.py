@@ -34,26 +34,24 @@ class Endpoint:
         """The result of one call, or ``[[id, result], ...]`` for a batch in request order."""
         if isinstance(request, Batch):
             if self.is_async:
-                results = [await self._await(call, row_id) for row_id, call in zip(request.ids, request.calls)]
-            else:
-                results = await run_in_threadpool(self._run_batch, request)
-            return [[row_id, result] for row_id, result in zip(request.ids, results)]
+                return [[row[0], await self._await(row[0], *row[1:])] for row in request.rows]
+            return await run_in_threadpool(self._run_batch, request.rows)
         if self.is_async:
-            return await self._await(request, None)
-        return await run_in_threadpool(self._run, request, None)
+            return await self._await(None, *request.args, **request.kwargs)
+        return await run_in_threadpool(self._run, None, *request.args, **request.kwargs)
 
-    def _run_batch(self, batch: Batch) -> list[Any]:
-        return [self._run(call, row_id) for row_id, call in zip(batch.ids, batch.calls)]
+    def _run_batch(self, rows: list[list[Any]]) -> list[list[Any]]:
+        return [[row[0], self._run(row[0], *row[1:])] for row in rows]
 
-    def _run(self, call: Call, row_id: Any) -> Any:
+    def _run(self, row_id: Any, /, *args: Any, **kwargs: Any) -> Any:
         try:
-            return self.function(*call.args, **call.kwargs)
+            return self.function(*args, **kwargs)
         except Exception as exc:
             raise CallFailed(exc, row_id) from exc
 
-    async def _await(self, call: Call, row_id: Any) -> Any:
+    async def _await(self, row_id: Any, /, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await self.function(*call.args, **call.kwargs)
+            return await self.function(*args, **kwargs)
         except Exception as exc:
             raise CallFailed(exc, row_id) from exc
 

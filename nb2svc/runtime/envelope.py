@@ -19,10 +19,9 @@ class Call:
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows of a batch request; ``ids`` are echoed back exactly as given."""
+    """Rows ``[id, arg, ...]`` of a batch request; ids are echoed back exactly as given."""
 
-    ids: tuple[Any, ...]
-    calls: tuple[Call, ...]
+    rows: list[list[Any]]
 
 
 def parse_request(body: bytes, parameter_names: frozenset[str]) -> Call | Batch:
@@ -50,13 +49,10 @@ def _data(body: bytes) -> Any:
 
 
 def _batch(rows: list[Any]) -> Batch:
-    ids, calls = [], []
     for index, row in enumerate(rows):
         if not isinstance(row, list) or not row:
             raise RequestError(
                 f"data[{index}] must be a list [id, arg, ...]: in a batch every row starts with its id "
                 f"(got {json.dumps(row)[:80]})"
             )
-        ids.append(row[0])
-        calls.append(Call(args=tuple(row[1:])))
-    return Batch(ids=tuple(ids), calls=tuple(calls))
+    return Batch(rows=rows)
