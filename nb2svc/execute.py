@@ -66,7 +66,10 @@ class Kernel:
         namespace = f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r})}}"
         cell = nbformat.v4.new_code_cell(f"exec(compile({script!r}, 'nb2svc', 'exec'), {namespace})")
         self._client.nb.cells.append(cell)
-        self._client.execute_cell(cell, len(self._client.nb.cells) - 1, store_history=False)
+        try:
+            self._client.execute_cell(cell, len(self._client.nb.cells) - 1, store_history=False)
+        except CellExecutionError as exc:  # a bug of nb2svc's, or a broken kernel environment
+            raise RuntimeError(f"nb2svc's {function}() failed in the kernel: {exc.ename}: {exc.evalue}") from exc
         for output in cell.outputs:
             if RESULT_MIME in output.get("data", {}):
                 return output["data"][RESULT_MIME]

@@ -158,7 +158,7 @@ def _requirement_closure(root: str) -> set[str]:
         pending.extend(
             re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
             for requirement in requirements
-            if "extra ==" not in requirement.replace("extra==", "extra ==")
+            if not re.search(r"extra\s*==", requirement)
         )
     return seen
 
@@ -202,7 +202,7 @@ def _references(obj: Any, path: str) -> list[tuple[str, Any]]:
         closure = inspect.getclosurevars(obj)
         defaults = list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
         named = {**closure.nonlocals, **closure.globals}
-        return [(name, value) for name, value in named.items()] + [(f"{join('<default>')}", d) for d in defaults]
+        return list(named.items()) + [(f"{obj.__name__}'s default", default) for default in defaults]
     if inspect.ismethod(obj):
         return [(join("__self__"), obj.__self__), (join("__func__"), obj.__func__)]
     if isinstance(obj, dict):

@@ -60,7 +60,11 @@ def publish(staging: Path, output: Path, force: bool) -> None:
     retired = output.with_name(f".{output.name}.nb2svc-old")
     shutil.rmtree(retired, ignore_errors=True)
     output.rename(retired)
-    staging.rename(output)
+    try:
+        staging.rename(output)
+    except OSError:
+        retired.rename(output)
+        raise
     shutil.rmtree(retired, ignore_errors=True)
 
 
