@@ -156,9 +156,9 @@ def _requirement_closure(root: str) -> set[str]:
         except importlib.metadata.PackageNotFoundError:
             continue
         pending.extend(
-            re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+            name_match.group(0)
             for requirement in requirements
-            if not re.search(r"extra\s*==", requirement)
+            if not re.search(r"extra\s*==", requirement) and (name_match := re.match(r"[A-Za-z0-9._-]+", requirement))
         )
     return seen
 

@@ -9,7 +9,6 @@ import string
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from nb2svc.notebook import NotebookSpec
 from nb2svc.requirements import Pin, format_requirements
 
 MANIFEST_VERSION = 1
+PACKAGE = Path(__file__).resolve().parent
 
 
 def check_output(output: Path, force: bool) -> None:
@@ -73,9 +73,7 @@ def render_service(
 ) -> dict[str, Any]:
     """Write everything but the artifacts (already written by the capture) into ``staging``."""
     manifest = build_manifest(spec, capture, pins, timings)
-    shutil.copytree(
-        resources.files("nb2svc") / "runtime", staging / "nb2svc_runtime", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(PACKAGE / "runtime", staging / "nb2svc_runtime", ignore=shutil.ignore_patterns("__pycache__"))
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (staging / "requirements.txt").write_text(format_requirements(pins), encoding="utf-8")
     (staging / "app.py").write_text(_template("app.py"), encoding="utf-8")
@@ -122,7 +120,7 @@ def service_name(notebook: Path) -> str:
 
 
 def _template(name: str) -> str:
-    return (resources.files("nb2svc") / "templates" / name).read_text(encoding="utf-8")
+    return (PACKAGE / "templates" / name).read_text(encoding="utf-8")
 
 
 def _fill(name: str, manifest: dict[str, Any]) -> str:
