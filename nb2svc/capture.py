@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class CapturedEndpoint:
     parameters: tuple[dict[str, Any], ...]
     doc: str | None
     is_async: bool
+    examples: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,14 @@ class Capture:
     distributions: tuple[Distribution, ...]
 
 
-def capture_endpoints(executed: ExecutedNotebook, service_dir: Path) -> Capture:
-    """Write ``artifacts/<name>.pkl`` for every endpoint under ``service_dir`` and describe them."""
+def capture_endpoints(
+    executed: ExecutedNotebook, service_dir: Path, extra_examples: dict[str, list[Any]] | None = None
+) -> Capture:
+    """Write ``artifacts/<name>.pkl`` for every endpoint under ``service_dir`` and describe them.
+
+    ``extra_examples`` maps endpoint names to ``data`` values to record as examples besides the
+    calls the notebook itself made.
+    """
     spec = executed.spec
     result = executed.kernel.call(
         "capture",
@@ -52,6 +60,7 @@ def capture_endpoints(executed: ExecutedNotebook, service_dir: Path) -> Capture:
         artifacts_dir=str(service_dir / "artifacts"),
         notebook_dir=str(spec.directory),
         modules_at_start=list(executed.modules_at_start),
+        extra_examples=extra_examples or {},
     )
     if "error" in result:
         raise _capture_failed(executed, result["error"])
@@ -79,6 +88,7 @@ def _endpoint(found: dict[str, Any], cell_number: int) -> CapturedEndpoint:
         parameters=tuple(found["parameters"]),
         doc=found["doc"],
         is_async=found.get("is_async", False),
+        examples=tuple(found["examples"]),
     )
 
 
@@ -93,6 +103,14 @@ def _capture_failed(executed: ExecutedNotebook, error: dict[str, Any]) -> Captur
         )
     endpoint = error["endpoint"]
     cell = next(e.cell_number for e in executed.spec.endpoints if e.name == endpoint)
+    if reason == "example_failed":
+        return CaptureFailed(
+            f"the example {json.dumps(error['data'])} for endpoint {endpoint!r} (cell {cell} of {notebook}) "
+            f"failed in the kernel: {error['exception']}. Fix the --example value, or the function.",
+            reason=reason,
+            endpoint=endpoint,
+            cell=cell,
+        )
     if reason == "not_callable":
         return CaptureFailed(
             f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is no longer a function once the "

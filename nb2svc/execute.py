@@ -19,7 +19,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 from nb2svc.errors import CellFailed, KernelFailed
 from nb2svc.in_kernel import RESULT_MIME
-from nb2svc.notebook import Cell, NotebookSpec
+from nb2svc.notebook import PREDICT_TAG, Cell, NotebookSpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -63,7 +63,10 @@ class Kernel:
         The script runs in a namespace of its own, so the notebook's variables are left as they were.
         """
         script = f"{_IN_KERNEL}\n_emit({function}(**ARGUMENTS))\n"
-        namespace = f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r})}}"
+        namespace = (
+            f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r}), "
+            f"'RUNTIME_SOURCES': __import__('json').loads({json.dumps(_RUNTIME_SOURCES)!r})}}"
+        )
         cell = nbformat.v4.new_code_cell(f"exec(compile({script!r}, 'nb2svc', 'exec'), {namespace})")
         self._client.nb.cells.append(cell)
         try:
@@ -76,6 +79,11 @@ class Kernel:
         raise RuntimeError(f"nb2svc's kernel call {function}() returned nothing; outputs: {cell.outputs}")
 
 _IN_KERNEL = (resources.files("nb2svc") / "in_kernel.py").read_text(encoding="utf-8")
+# The runtime's standard-library-only modules, so the kernel reads and encodes examples as the service will.
+_RUNTIME_SOURCES = {
+    name: (resources.files("nb2svc") / "runtime" / f"{name}.py").read_text(encoding="utf-8")
+    for name in ("encoding", "envelope")
+}
 
 
 OnCell = Callable[[CellProgress], None]
@@ -108,7 +116,7 @@ def execute_notebook(
         _start_kernel(stack, client, name, kernel_stderr)
         kernel = Kernel(client)
         modules_at_start = tuple(kernel.call("loaded_modules"))
-        timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None)))
+        timings = tuple(_run_cells(client, kernel, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None)))
         yield ExecutedNotebook(
             spec=spec, kernel=kernel, kernel_name=name, timings=timings, modules_at_start=modules_at_start
         )
@@ -131,6 +139,7 @@ def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: I
 
 def _run_cells(
     client: NotebookClient,
+    kernel: Kernel,
     spec: NotebookSpec,
     kernel_name: str,
     timeout: float | None,
@@ -159,6 +168,8 @@ def _run_cells(
                 cell=cell.number,
             ) from exc
         seconds = time.perf_counter() - started
+        if PREDICT_TAG in cell.tags:  # from here on, the notebook's calls of its endpoints are examples
+            kernel.call("record_calls", names=[endpoint.name for endpoint in spec.endpoints])
         on_cell(CellProgress(cell=cell, position=index + 1, total=total, seconds=seconds))
         yield CellTiming(number=cell.number, seconds=round(seconds, 4))
 

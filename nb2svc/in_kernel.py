@@ -5,20 +5,29 @@ kernel's environment may not have nb2svc installed. It may use only the
 standard library, IPython (which every Python kernel has) and cloudpickle.
 Its functions return JSON-able values; failures come back as
 ``{"error": {...}}`` for the builder to turn into an nb2svc error.
+
+The builder runs it with two globals set: ``ARGUMENTS`` (the call's keyword
+arguments) and ``RUNTIME_SOURCES`` (the source of nb2svc_runtime's encoding.py
+and envelope.py, so that examples are read and encoded exactly as the service
+will read and encode them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import functools
 import inspect
 import json
+import math
 import os
 import re
 import sys
+import types
 from typing import Any
 
 _MAX_DEPTH = 6
+MAX_EXAMPLES = 10  # per endpoint: the first distinct calls the notebook makes
 RESULT_MIME = "application/vnd.nb2svc.result+json"
 
 
@@ -34,8 +43,103 @@ def loaded_modules() -> list[str]:
     return sorted(sys.modules)
 
 
-def capture(endpoints: list[str], artifacts_dir: str, notebook_dir: str, modules_at_start: list[str]) -> dict[str, Any]:
-    """Serialize each endpoint into ``artifacts_dir``; describe them and the packages the notebook imported."""
+def record_calls(names: list[str]) -> None:
+    """Wrap the endpoints ``names`` so that the calls later cells make are recorded as examples.
+
+    ``capture`` takes the wrappers off again before it serializes the functions.
+    """
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    encoding = _runtime_module("encoding")
+    for name in names:
+        function = namespace.get(name)
+        if callable(function) and not inspect.iscoroutinefunction(function) and not hasattr(function, "_nb2svc_examples"):
+            namespace[name] = _recorder(function, encoding)
+
+
+def _runtime_module(name: str) -> types.ModuleType:
+    """A module of nb2svc_runtime that uses only the standard library, from the source the builder sent."""
+    module = types.ModuleType(f"nb2svc_runtime_{name}")
+    exec(compile(RUNTIME_SOURCES[name], f"nb2svc_runtime/{name}.py", "exec"), module.__dict__)  # noqa: F821
+    return module
+
+
+def _recorder(function: Any, encoding: types.ModuleType) -> Any:
+    examples: list[dict[str, Any]] = []
+    active = []  # a call in progress: the endpoint calling itself is not another example
+
+    @functools.wraps(function)
+    def recorder(*args: Any, **kwargs: Any) -> Any:
+        if active or len(examples) >= MAX_EXAMPLES:
+            return function(*args, **kwargs)
+        request = _request_body(function, args, kwargs)  # taken before the call, which may mutate its arguments
+        active.append(True)
+        try:
+            result = function(*args, **kwargs)
+        finally:
+            active.pop()
+        if request is not None and all(example["request"] != request for example in examples):
+            response = _response_body(request, result, encoding)
+            if response is not None:
+                examples.append({"request": request, "response": response})
+        return result
+
+    recorder._nb2svc_examples = examples  # type: ignore[attr-defined]
+    return recorder
+
+
+def _request_body(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The request the service reads as this call, or None if JSON cannot express it unchanged."""
+    if not (_plain_json(list(args)) and _plain_json(kwargs)):
+        return None
+    parameters = set(inspect.signature(function).parameters)
+    if kwargs and not args:
+        return {"data": kwargs}
+    if args and not kwargs:
+        [first, *rest] = args
+        reads_as_batch = isinstance(first, list) and first and isinstance(first[0], list)
+        reads_as_keywords = isinstance(first, dict) and first and parameters.issuperset(first)
+        if rest or reads_as_batch or reads_as_keywords:
+            return {"data": [[0, *args]]}
+        return {"data": first}
+    return None
+
+
+def _response_body(request: Any, result: Any, encoding: types.ModuleType) -> Any:
+    data = request["data"]
+    is_batch = isinstance(data, list) and data and isinstance(data[0], list)
+    try:
+        return json.loads(encoding.encode_json({"data": [[0, result]] if is_batch else result}))
+    except encoding.EncodeError:
+        return None
+
+
+def _plain_json(value: Any) -> bool:
+    """True if ``value`` is made only of JSON's own types, so it survives a round trip unchanged."""
+    kind = type(value)
+    if value is None or kind in (str, bool, int):
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_plain_json(item) for item in value)
+    if kind is dict:
+        return all(type(key) is str and _plain_json(item) for key, item in value.items())
+    return False
+
+
+def capture(
+    endpoints: list[str],
+    artifacts_dir: str,
+    notebook_dir: str,
+    modules_at_start: list[str],
+    extra_examples: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """Serialize each endpoint into ``artifacts_dir``; describe them, their examples, and what the notebook imported.
+
+    ``extra_examples`` maps endpoint names to ``data`` values to call them with, as requests would.
+    """
     imported = _top_level(sys.modules) - _top_level(modules_at_start)
     try:
         import cloudpickle
@@ -48,13 +152,21 @@ def capture(endpoints: list[str], artifacts_dir: str, notebook_dir: str, modules
     described = []
     for name in endpoints:
         function = namespace.get(name)
+        examples = list(getattr(function, "_nb2svc_examples", ()))
+        if hasattr(function, "_nb2svc_examples"):  # take the recorder off: the function itself is served
+            function = namespace[name] = function.__wrapped__
         if not callable(function):
             return {"error": {"reason": "not_callable", "endpoint": name, "type": _type_name(function)}}
+        try:
+            examples = [{**example, "source": "notebook"} for example in examples]
+            examples += [_run_example(function, data) for data in extra_examples.get(name, [])]
+        except ExampleFailed as failed:
+            return {"error": {"reason": "example_failed", "endpoint": name, **failed.args[0]}}
         try:
             payload = cloudpickle.dumps(function)
         except Exception as exc:  # cloudpickle raises TypeError, PicklingError, RecursionError...
             return {"error": _unpicklable(cloudpickle, name, function, exc)}
-        described.append(_write_artifact(name, function, payload, artifacts_dir))
+        described.append({**_write_artifact(name, function, payload, artifacts_dir), "examples": examples})
     return {
         "endpoints": described,
         "python": {
@@ -65,6 +177,27 @@ def capture(endpoints: list[str], artifacts_dir: str, notebook_dir: str, modules
         "cloudpickle": cloudpickle.__version__,
         "distributions": _distributions(imported),
     }
+
+
+class ExampleFailed(Exception):
+    """An example given on the command line could not be run."""
+
+
+def _run_example(function: Any, data: Any) -> dict[str, Any]:
+    """Call ``function`` as the service would for ``{"data": data}``, and record the answer."""
+    envelope, encoding = _runtime_module("envelope"), _runtime_module("encoding")
+    request = {"data": data}
+    parameters = frozenset(inspect.signature(function).parameters)
+    try:
+        parsed = envelope.parse_request(json.dumps(request).encode(), parameters)
+        if isinstance(parsed, envelope.Batch):
+            result = [[row[0], function(*row[1:])] for row in parsed.rows]
+        else:
+            result = function(*parsed.args, **parsed.kwargs)
+        response = json.loads(encoding.encode_json({"data": result}))
+    except Exception as exc:
+        raise ExampleFailed({"data": data, "exception": f"{type(exc).__name__}: {exc}"}) from None
+    return {"request": request, "response": response, "source": "command line"}
 
 
 def _write_artifact(name: str, function: Any, payload: bytes, artifacts_dir: str) -> dict[str, Any]:

@@ -107,6 +107,7 @@ def build_manifest(
                 "artifact": e.artifact,
                 "sha256": e.sha256,
                 "bytes": e.size,
+                "examples": list(e.examples),
             }
             for e in capture.endpoints
         ],
