@@ -41,6 +41,7 @@ class Capture:
     endpoints: tuple[CapturedEndpoint, ...]
     python_version: str
     python_implementation: str
+    python_executable: str
     cloudpickle_version: str
     distributions: tuple[Distribution, ...]
 
@@ -69,6 +70,7 @@ def capture_endpoints(
         endpoints=tuple(_endpoint(found, cells[found["name"]]) for found in result["endpoints"]),
         python_version=result["python"]["version"],
         python_implementation=result["python"]["implementation"],
+        python_executable=result["python"]["executable"],
         cloudpickle_version=result["cloudpickle"],
         distributions=tuple(
             Distribution(name=name, version=found["version"], modules=tuple(found["modules"]))

@@ -1,0 +1,103 @@
+"""Run by the builder in a fresh interpreter of the kernel's Python: what does serving each endpoint import?
+
+Like in_kernel.py this is sent as source text (``python -c``) and may use only
+the standard library and cloudpickle. It reads a JSON request on stdin:
+``{"endpoints": [{"name", "artifact", "calls": [[args, kwargs], ...]}]}`` and
+prints one JSON object: for each endpoint, the distributions that loading it,
+its code's own import statements, and calling it on its examples brought in.
+"""
+
+from __future__ import annotations
+
+import dis
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import pickle
+import sys
+import types
+from typing import Any
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    providers = importlib.metadata.packages_distributions()
+    report = {}
+    for endpoint in request["endpoints"]:
+        before = set(sys.modules)
+        try:
+            with open(endpoint["artifact"], "rb") as file:
+                function = pickle.load(file)
+        except Exception as exc:
+            print(json.dumps({"error": {"endpoint": endpoint["name"], "exception": f"{type(exc).__name__}: {exc}"}}))
+            return
+        loaded = _top_level(set(sys.modules) - before)
+        before = set(sys.modules)
+        for args, kwargs in endpoint["calls"]:
+            try:
+                function(*args, **kwargs)
+            except Exception:  # the comparison of answers is verify's job; here only imports matter
+                pass
+        called = _top_level(set(sys.modules) - before)
+        report[endpoint["name"]] = {
+            "loading": _distributions(loaded, providers),
+            "its import statements": _distributions(_imported_by_code(function), providers),
+            "calling it on its examples": _distributions(called, providers),
+        }
+    print(json.dumps({"endpoints": report}))
+
+
+def _top_level(modules: set[str]) -> set[str]:
+    return {name.partition(".")[0] for name in modules}
+
+
+def _distributions(modules: set[str], providers: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for top in sorted(modules - set(sys.stdlib_module_names)):
+        for name in providers.get(top, ()):
+            entry = found.setdefault(name, {"version": importlib.metadata.version(name), "modules": []})
+            entry["modules"].append(top)
+    return found
+
+
+def _imported_by_code(function: Any) -> set[str]:
+    """Top-level modules named by import statements in the endpoint and the notebook code it references."""
+    names: set[str] = set()
+    pending, seen = [function], set()
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if inspect.isclass(obj) and obj.__module__ == "__main__":
+            pending += [member for member in vars(obj).values() if inspect.isfunction(member)]
+        elif inspect.isfunction(obj):
+            names |= _imports_in(obj.__code__)
+            pending += [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__
+                        and _defined_in_notebook(obj.__globals__[name])]
+        elif _defined_in_notebook(type(obj)):  # an instance of a notebook class
+            pending.append(type(obj))
+    return {name for name in names if name and _installed(name)}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _defined_in_notebook(obj: Any) -> bool:
+    return getattr(obj, "__module__", None) == "__main__"
+
+
+def _imports_in(code: types.CodeType) -> set[str]:
+    found = {ins.argval.partition(".")[0] for ins in dis.get_instructions(code) if ins.opname == "IMPORT_NAME"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _imports_in(const)
+    return found
+
+
+main()
