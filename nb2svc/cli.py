@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
 from nb2svc import __version__
-from nb2svc.build import build
+from nb2svc.build import BuildResult, build
 from nb2svc.errors import Nb2svcError
 from nb2svc.execute import CellProgress
+from nb2svc.lock import LockOptions
 from nb2svc.serve import serve
+from nb2svc.verify import ExampleCheck, VerifyResult, verify
 
 
 @click.group(context_settings={"auto_envvar_prefix": "NB2SVC", "help_option_names": ["-h", "--help"]})
@@ -31,24 +35,120 @@ def cli() -> None:
 @click.option(
     "--timeout", type=click.FloatRange(min=0), default=600, show_default=True, help="Seconds one cell may run; 0 for no limit."
 )
+@click.option(
+    "--example", "examples", type=(str, str), multiple=True, metavar="ENDPOINT JSON",
+    help="Record another example: the endpoint called with this JSON `data` value, as a request would. Repeatable.",
+)
+@click.option("--python-package", "python_packages", multiple=True, metavar="SPEC", help="Add or override a requirement (pip syntax). Repeatable.")
+@click.option("--requirements", "requirements_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Lock this file instead of the observed requirements.")
+@click.option("--python-version", metavar="X.Y", help="Python to lock for; must be the kernel's.  [default: the kernel's]")
+@click.option("--index-url", metavar="URL", help="Package index to lock against (passed to pip-compile and written into the lock).")
+@click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Another index. Repeatable.")
+@click.option("--offline", is_flag=True, help="No resolver: pin the installed closure, without hashes.")
+@click.option("--verify", "then_verify", is_flag=True, help="Run `nb2svc verify` on the result.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
 def build_command(
-    notebook: Path, output: Path | None, force: bool, kernel_name: str | None, timeout: float, as_json: bool
+    notebook: Path,
+    output: Path | None,
+    force: bool,
+    kernel_name: str | None,
+    timeout: float,
+    examples: tuple[tuple[str, str], ...],
+    python_packages: tuple[str, ...],
+    requirements_file: Path | None,
+    python_version: str | None,
+    index_url: str | None,
+    extra_index_urls: tuple[str, ...],
+    offline: bool,
+    then_verify: bool,
+    as_json: bool,
 ) -> None:
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
     progress = _Progress()
+    options = LockOptions(index_url=index_url, extra_index_urls=extra_index_urls, python_version=python_version, offline=offline)
     with _reporting_errors(as_json, progress):
         result = build(
-            notebook, output, force=force, kernel_name=kernel_name, timeout=timeout or None, on_cell=progress
+            notebook,
+            output,
+            force=force,
+            kernel_name=kernel_name,
+            timeout=timeout or None,
+            examples=_parse_examples(examples),
+            python_packages=python_packages,
+            requirements_file=requirements_file,
+            lock_options=options,
+            on_cell=progress,
         )
+        report = result.to_dict()
+        if not as_json:
+            _print_build(result)
+        if then_verify:
+            verified = verify(result.service_dir, on_check=None if as_json else _print_check)
+            report["verify"] = verified.to_dict()
+            if not as_json:
+                _print_verified(verified)
+    if as_json:
+        click.echo(json.dumps(report))
+
+
+@cli.command("verify")
+@click.argument("service_dir", default=".", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
+def verify_command(service_dir: Path, as_json: bool) -> None:
+    """Install SERVICE_DIR's lock into a fresh environment, serve it, and replay its recorded examples."""
+    with _reporting_errors(as_json, None):
+        result = verify(service_dir, on_check=None if as_json else _print_check)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
-        return
-    click.echo(f"built {result.service_dir} in {result.seconds:.1f}s", err=True)
+    else:
+        _print_verified(result)
+
+
+def _parse_examples(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[Any]]:
+    examples: dict[str, list[Any]] = {}
+    for endpoint, text in pairs:
+        try:
+            examples.setdefault(endpoint, []).append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{text!r} is not JSON ({exc})", param_hint="--example") from None
+    return examples
+
+
+def _print_build(result: BuildResult) -> None:
+    echo = functools.partial(click.echo, err=True)
+    echo(f"built {result.service_dir} in {result.seconds:.1f}s")
     for endpoint in result.manifest["endpoints"]:
-        click.echo(f"  POST {endpoint['route']}  {endpoint['name']}{endpoint['signature']}", err=True)
-    click.echo(f"  requirements: {', '.join(str(pin) for pin in result.requirements)}", err=True)
-    click.echo(f"serve it with: nb2svc serve {result.service_dir}", err=True)
+        count = len(endpoint["examples"])
+        echo(f"  POST {endpoint['route']}  {endpoint['name']}{endpoint['signature']}  ({count} example{'s' * (count != 1)})")
+    echo("requirements, and why:")
+    for requirement in result.requirements:
+        echo(f"  {requirement.spec:32} {'; '.join(requirement.reasons)}")
+    lock = result.lock
+    how = "from the cache" if lock.cached else f"in {lock.seconds:.1f}s"
+    hashes = "with hashes" if lock.hashes else "WITHOUT HASHES (offline: no resolver was run)"
+    echo(f"locked {len(lock.pins)} packages for Python {lock.python_version} {hashes}, {how} ({lock.tool})")
+    echo(f"serve it with: nb2svc serve {result.service_dir}")
+
+
+def _print_verified(result: VerifyResult) -> None:
+    if not result.checks:
+        click.echo(
+            "verified: the lock installed and the service started, but no examples were recorded, so no answers "
+            "were compared. Call the endpoint in a notebook cell, or build with --example ENDPOINT JSON.",
+            err=True,
+        )
+        return
+    click.echo(
+        f"verified: {len(result.checks)} examples answered as in the training kernel "
+        f"(Python {result.python}, installed in {result.install_seconds:.1f}s)",
+        err=True,
+    )
+
+
+def _print_check(check: ExampleCheck) -> None:
+    status = "ok  " if check.passed else "FAIL"
+    line = f"{status} {check.endpoint} #{check.number} {json.dumps(check.request)[:60]}"
+    click.echo(line if check.passed else f"{line}\n     {check.difference}", err=True)
 
 
 @cli.command("serve")

@@ -24,6 +24,13 @@ class Nb2svcError(Exception):
         return {"type": self.kind, "exit_code": self.exit_code, "message": self.message, **self.details}
 
 
+class UsageError(Nb2svcError):
+    """An option's value cannot be used (the same exit code as click's usage errors)."""
+
+    exit_code = 2
+    kind = "usage"
+
+
 class NotebookInvalid(Nb2svcError):
     """The file is missing, not a notebook, or fails nbformat validation."""
 
@@ -66,8 +73,50 @@ class OutputExists(Nb2svcError):
     kind = "output_exists"
 
 
+class PackageNotOnIndex(Nb2svcError):
+    """A distribution the service needs is not on the package index at the pinned version."""
+
+    exit_code = 9
+    kind = "package_not_on_index"
+
+
 class ServiceDirInvalid(Nb2svcError):
     """The directory given to ``serve`` is not a service directory."""
 
     exit_code = 10
     kind = "service_dir_invalid"
+
+
+class LockConflict(Nb2svcError):
+    """The requirements cannot be resolved together."""
+
+    exit_code = 11
+    kind = "lock_conflict"
+
+
+class IndexUnreachable(Nb2svcError):
+    """The package index could not be reached while locking."""
+
+    exit_code = 12
+    kind = "index_unreachable"
+
+
+class VerifyMismatch(Nb2svcError):
+    """The service's answers differ from the outputs recorded in the training kernel."""
+
+    exit_code = 13
+    kind = "verify_mismatch"
+
+
+class VerifyEnvironmentFailed(Nb2svcError):
+    """``verify`` could not create an environment from the lock (no such Python, a hash mismatch...)."""
+
+    exit_code = 14
+    kind = "verify_environment_failed"
+
+
+class ServiceDidNotStart(Nb2svcError):
+    """``verify`` started the service and it did not answer."""
+
+    exit_code = 15
+    kind = "service_did_not_start"

@@ -1,10 +1,14 @@
-"""Run by the builder in a fresh interpreter of the kernel's Python: what does serving each endpoint import?
+"""Run by the builder in a fresh interpreter of the kernel's Python, to learn about that environment.
 
 Like in_kernel.py this is sent as source text (``python -c``) and may use only
-the standard library and cloudpickle. It reads a JSON request on stdin:
-``{"endpoints": [{"name", "artifact", "calls": [[args, kwargs], ...]}]}`` and
-prints one JSON object: for each endpoint, the distributions that loading it,
-its code's own import statements, and calling it on its examples brought in.
+the standard library, cloudpickle, and packaging where it is installed. It
+reads one JSON request on stdin and prints one JSON object:
+
+- ``{"task": "observe", "endpoints": [{"name", "artifact", "calls": [[args, kwargs], ...]}]}``:
+  for each endpoint, the distributions that loading it, its code's own import
+  statements, and calling it on its examples brought in;
+- ``{"task": "closure", "names": [...]}``: those distributions and everything they
+  require, recursively, at their installed versions (for an offline lock).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import importlib.util
 import inspect
 import json
 import pickle
+import re
 import sys
 import types
 from typing import Any
@@ -22,6 +27,51 @@ from typing import Any
 
 def main() -> None:
     request = json.load(sys.stdin)
+    if request["task"] == "closure":
+        print(json.dumps(_closure(request["names"])))
+    else:
+        _observe(request)
+
+
+def _closure(names: list[str]) -> dict[str, Any]:
+    requirement_names = _requirement_names()
+    pins: dict[str, str] = {}
+    missing: list[str] = []
+    pending, seen = list(names), set()
+    while pending:
+        name = _canonical(pending.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            distribution = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+            continue
+        pins[name] = distribution.version
+        pending += requirement_names(distribution.requires or [])
+    return {"pins": pins, "missing": sorted(missing)}
+
+
+def _requirement_names() -> Any:
+    """A function from requirement strings to the names that apply here (markers evaluated, extras left out)."""
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:
+        return lambda specs: [re.match(r"[A-Za-z0-9._-]+", spec).group(0) for spec in specs if ";" not in spec]
+
+    def applicable(specs: list[str]) -> list[str]:
+        parsed = [Requirement(spec) for spec in specs]
+        return [r.name for r in parsed if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+    return applicable
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _observe(request: dict[str, Any]) -> None:
     providers = importlib.metadata.packages_distributions()
     report = {}
     for endpoint in request["endpoints"]:

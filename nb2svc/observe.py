@@ -23,7 +23,7 @@ def observe_serving_imports(capture: Capture, service_dir: Path) -> dict[str, tu
     statements of its code, and calls it on its examples, recording the
     distributions each step brought in.
     """
-    request = {"endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints]}
+    request = {"task": "observe", "endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints]}
     with tempfile.TemporaryDirectory(prefix="nb2svc-observe-") as empty:  # nothing importable from the cwd
         done = subprocess.run(
             [capture.python_executable, "-c", _SCRIPT],

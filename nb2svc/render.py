@@ -17,7 +17,8 @@ from nb2svc.capture import Capture
 from nb2svc.errors import OutputExists
 from nb2svc.execute import CellTiming
 from nb2svc.notebook import NotebookSpec
-from nb2svc.requirements import Pin, format_requirements
+from nb2svc.lock import Lock
+from nb2svc.requirements import Requirement
 
 MANIFEST_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
@@ -69,13 +70,19 @@ def publish(staging: Path, output: Path, force: bool) -> None:
 
 
 def render_service(
-    staging: Path, spec: NotebookSpec, capture: Capture, pins: tuple[Pin, ...], timings: tuple[CellTiming, ...]
+    staging: Path,
+    spec: NotebookSpec,
+    capture: Capture,
+    requirements: tuple[Requirement, ...],
+    lock: Lock,
+    timings: tuple[CellTiming, ...],
 ) -> dict[str, Any]:
     """Write everything but the artifacts (already written by the capture) into ``staging``."""
-    manifest = build_manifest(spec, capture, pins, timings)
+    manifest = build_manifest(spec, capture, requirements, lock, timings)
     shutil.copytree(PACKAGE / "runtime", staging / "nb2svc_runtime", ignore=shutil.ignore_patterns("__pycache__"))
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    (staging / "requirements.txt").write_text(format_requirements(pins), encoding="utf-8")
+    (staging / "requirements.in").write_text(lock.requirements_in, encoding="utf-8")
+    (staging / "requirements.txt").write_text(lock.requirements_txt, encoding="utf-8")
     (staging / "app.py").write_text(_template("app.py"), encoding="utf-8")
     (staging / ".dockerignore").write_text(_template("dockerignore"), encoding="utf-8")
     (staging / "Dockerfile").write_text(_fill("Dockerfile", manifest), encoding="utf-8")
@@ -84,7 +91,11 @@ def render_service(
 
 
 def build_manifest(
-    spec: NotebookSpec, capture: Capture, pins: tuple[Pin, ...], timings: tuple[CellTiming, ...]
+    spec: NotebookSpec,
+    capture: Capture,
+    requirements: tuple[Requirement, ...],
+    lock: Lock,
+    timings: tuple[CellTiming, ...],
 ) -> dict[str, Any]:
     """The one contract between the builder and the service runtime."""
     return {
@@ -93,7 +104,11 @@ def build_manifest(
         "nb2svc_version": __version__,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notebook": {"file": spec.path.name, "sha256": spec.sha256},
-        "python": {"version": capture.python_version, "implementation": capture.python_implementation},
+        "python": {
+            "version": capture.python_version,
+            "minor": lock.python_version,
+            "implementation": capture.python_implementation,
+        },
         "cloudpickle_version": capture.cloudpickle_version,
         "endpoints": [
             {
@@ -111,7 +126,8 @@ def build_manifest(
             }
             for e in capture.endpoints
         ],
-        "requirements": [{"name": p.name, "version": p.version, "reason": p.reason} for p in pins],
+        "requirements": [requirement.to_dict() for requirement in requirements],
+        "lock": lock.to_dict(),
         "cells": [{"cell": t.number, "seconds": t.seconds} for t in timings],
     }
 
@@ -126,7 +142,16 @@ def _template(name: str) -> str:
 
 def _fill(name: str, manifest: dict[str, Any]) -> str:
     python_version = manifest["python"]["version"]
+    lock = manifest["lock"]
+    install = "pip install --require-hashes -r requirements.txt" if lock["hashes"] else "pip install -r requirements.txt"
     return string.Template(_template(name)).substitute(
+        install=install,
+        install_docker=install.replace("pip install", "pip install --no-cache-dir"),
+        lock_note=(
+            f"locked with {lock['tool']}, every package pinned and hashed"
+            if lock["hashes"]
+            else f"OFFLINE lock ({lock['tool']}): pinned from the installed metadata, without hashes"
+        ),
         name=manifest["name"],
         nb2svc_version=manifest["nb2svc_version"],
         notebook=manifest["notebook"]["file"],

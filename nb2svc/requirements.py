@@ -1,45 +1,95 @@
-"""Stage 4: pins for what the service needs, at the versions the training kernel had."""
+"""What the service needs, and why: observed distributions pinned to the training kernel's versions."""
 
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from nb2svc.capture import Capture
+from packaging.requirements import InvalidRequirement, Requirement as PackagingRequirement
+from packaging.utils import canonicalize_name
 
-# What nb2svc_runtime imports, besides cloudpickle (pinned to the version that serialized the artifacts).
+from nb2svc.capture import Capture, Distribution
+from nb2svc.errors import UsageError
+
+# What nb2svc_runtime imports besides cloudpickle (pinned to the version that serialized the artifacts).
 RUNTIME_DISTRIBUTIONS = ("starlette", "uvicorn")
+# Never a requirement of the service: the builder itself.
+BUILDER = "nb2svc"
 
 
 @dataclass(frozen=True)
-class Pin:
-    """``name==version``, and why the service needs it."""
+class Requirement:
+    """One line of requirements.in (``spec``), and every reason the service needs it."""
 
     name: str
-    version: str
-    reason: str
+    spec: str
+    reasons: tuple[str, ...]
 
-    def __str__(self) -> str:
-        return f"{self.name}=={self.version}"
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "spec": self.spec, "reasons": list(self.reasons)}
 
 
-def pin_requirements(capture: Capture) -> tuple[Pin, ...]:
-    """The notebook's imported distributions, then the runtime's own, one pin per distribution."""
-    pins: dict[str, Pin] = {}
-    for found in capture.distributions:
-        modules = ", ".join(found.modules)
-        pins[_key(found.name)] = Pin(found.name, found.version, f"imported by the notebook ({modules})")
-    pins[_key("cloudpickle")] = Pin("cloudpickle", capture.cloudpickle_version, "serialized the artifacts")
+def gather_requirements(
+    capture: Capture,
+    serving: Mapping[str, Iterable[Distribution]],
+    python_packages: Iterable[str] = (),
+    requirements_file: str | None = None,
+) -> tuple[Requirement, ...]:
+    """Observed distributions, the runtime's own, then ``--python-package`` specs (which override by name).
+
+    ``serving`` maps a reason ("loading my_fn") to the distributions it brought in.
+    With ``requirements_file`` (the text of ``--requirements FILE``) nothing observed is used:
+    the file's lines stand instead, and the runtime's packages join them.
+    """
+    found: dict[str, Requirement] = {}
+
+    def add(name: str, spec: str, reason: str, override: bool = False) -> None:
+        key = canonicalize_name(name)
+        if key == BUILDER:
+            return
+        if key in found and not override:
+            old = found[key]
+            found[key] = Requirement(old.name, old.spec, old.reasons + (reason,))
+        else:
+            found[key] = Requirement(name, spec, (reason,))
+
+    if requirements_file is None:
+        for distribution in capture.distributions:
+            add(distribution.name, _pin(distribution), f"imported by the notebook ({', '.join(distribution.modules)})")
+        for reason, distributions in serving.items():
+            for distribution in distributions:
+                add(distribution.name, _pin(distribution), f"{reason} ({', '.join(distribution.modules)})")
+    else:
+        for spec in _lines(requirements_file):
+            add(_parse(spec, "--requirements").name, spec, "--requirements")
+    add("cloudpickle", f"cloudpickle=={capture.cloudpickle_version}", "serialized the artifacts")
     for name in RUNTIME_DISTRIBUTIONS:
-        pins.setdefault(_key(name), Pin(name, importlib.metadata.version(name), "the service runtime"))
-    return tuple(sorted(pins.values(), key=lambda pin: _key(pin.name)))
+        add(name, f"{name}=={importlib.metadata.version(name)}", "the service runtime")
+    for spec in python_packages:
+        add(_parse(spec, "--python-package").name, spec, "--python-package", override=True)
+    return tuple(sorted(found.values(), key=lambda requirement: canonicalize_name(requirement.name)))
 
 
-def format_requirements(pins: tuple[Pin, ...]) -> str:
-    lines = ["# Pinned by nb2svc to the versions installed in the kernel that ran the notebook."]
-    lines += [f"{pin}  # {pin.reason}" for pin in pins]
+def format_requirements_in(requirements: Iterable[Requirement]) -> str:
+    lines = ["# What the service needs, as nb2svc observed it; `pip-compile` locks it into requirements.txt."]
+    for requirement in requirements:
+        lines.append(f"{requirement.spec}")
+        lines += [f"    # {reason}" for reason in requirement.reasons]
     return "\n".join(lines) + "\n"
 
 
-def _key(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
+def _pin(distribution: Distribution) -> str:
+    return f"{distribution.name}=={distribution.version}"
+
+
+def _parse(spec: str, option: str) -> PackagingRequirement:
+    try:
+        return PackagingRequirement(spec)
+    except InvalidRequirement as exc:
+        raise UsageError(f"{option} {spec!r} is not a requirement pip understands: {exc}") from exc
+
+
+def _lines(text: str) -> list[str]:
+    stripped = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in stripped if line and not line.startswith("-")]

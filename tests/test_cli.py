@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -56,19 +59,29 @@ def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, objec
     assert [cell["cell"] for cell in manifest["cells"]] == [2, 3, 4, 6, 7]
 
 
-def test_requirements_pin_what_the_notebook_imported(built: tuple[Path, object]) -> None:
+def test_requirements_in_pins_what_the_notebook_imported_with_reasons(built: tuple[Path, object]) -> None:
     output, _ = built
-    pins = {
-        line.split("==")[0]: line.split("==")[1].split()[0]
-        for line in (output / "requirements.txt").read_text().splitlines()
-        if "==" in line
-    }
-    from importlib.metadata import version
-
+    specs = [line for line in (output / "requirements.in").read_text().splitlines() if line and not line.startswith(("#", " "))]
     for name in ("scikit-learn", "numpy", "scipy", "cloudpickle", "starlette", "uvicorn"):
-        assert pins[name] == version(name)
-    assert "matplotlib" not in pins  # imported only by a `skip` cell
-    assert not {"ipykernel", "ipython", "jupyter-client", "pyzmq", "tornado"} & set(pins)
+        assert f"{name}=={version(name)}" in specs
+    assert "matplotlib" not in (output / "requirements.in").read_text()  # imported only by a `skip` cell
+    assert not {"ipykernel", "ipython", "jupyter-client", "pyzmq", "tornado"} & {s.split("==")[0] for s in specs}
+    assert "    # imported by the notebook (sklearn)\n    # loading my_lr_deployement (sklearn)" in (
+        output / "requirements.in"
+    ).read_text()
+
+
+def test_requirements_txt_is_the_full_hashed_lock(built: tuple[Path, object]) -> None:
+    output, _ = built
+    lock = (output / "requirements.txt").read_text()
+    manifest = json.loads((output / "manifest.json").read_text())
+    pins = manifest["lock"]["pins"]
+    assert pins["scikit-learn"] == version("scikit-learn")
+    assert {"anyio", "h11", "click"} <= set(pins)  # the closure of starlette and uvicorn, never named in the notebook
+    for name, pinned in pins.items():
+        assert re.search(rf"^{re.escape(name)}=={re.escape(pinned)} \\\n    --hash=sha256:[0-9a-f]{{64}}", lock, re.M | re.I)
+    assert manifest["lock"]["hashes"] is True
+    assert manifest["python"]["minor"] == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def test_json_output_is_one_object(built: tuple[Path, object]) -> None:
@@ -76,7 +89,22 @@ def test_json_output_is_one_object(built: tuple[Path, object]) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert report["service_dir"] == str(output)
-    assert "scikit-learn==" + __import__("sklearn").__version__ in report["requirements"]
+    [sklearn] = [r for r in report["requirements"] if r["name"] == "scikit-learn"]
+    assert sklearn == {
+        "name": "scikit-learn",
+        "spec": f"scikit-learn=={version('scikit-learn')}",
+        "reasons": ["imported by the notebook (sklearn)", "loading my_lr_deployement (sklearn)"],
+    }
+    assert report["lock"]["pins"] == report["manifest"]["lock"]["pins"]
+
+
+def test_the_notebooks_own_call_is_recorded_as_an_example(built: tuple[Path, object]) -> None:
+    output, _ = built
+    [endpoint] = json.loads((output / "manifest.json").read_text())["endpoints"]
+    [example] = endpoint["examples"]
+    assert example["request"] == {"data": 3}
+    assert example["source"] == "notebook"
+    assert round(example["response"]["data"], 2) == 12.41
 
 
 def test_progress_per_cell_on_stderr(built: tuple[Path, object]) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,14 +18,21 @@ from starlette.testclient import TestClient
 from nb2svc.runtime import create_app
 
 
-def make_service(directory: Path, **functions: Callable[..., Any]) -> Path:
+def make_service(directory: Path, pins: dict[str, str] | None = None, **functions: Callable[..., Any]) -> Path:
     (directory / "artifacts").mkdir(parents=True)
     endpoints = []
     for name, function in functions.items():
         payload = cloudpickle.dumps(function)
         (directory / "artifacts" / f"{name}.pkl").write_bytes(payload)
         endpoints.append({"name": name, "artifact": f"artifacts/{name}.pkl", "sha256": hashlib.sha256(payload).hexdigest()})
-    (directory / "manifest.json").write_text(json.dumps({"name": "test", "endpoints": endpoints}))
+    manifest = {
+        "name": "test",
+        "endpoints": endpoints,
+        "python": {"minor": f"{sys.version_info.major}.{sys.version_info.minor}"},
+        "cloudpickle_version": cloudpickle.__version__,
+        "lock": {"pins": pins or {}},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory
 
 

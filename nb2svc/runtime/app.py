@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .drift import check_environment
 from .encoding import EncodeError, encode_json
 from .endpoint import CallFailed, Endpoint, load_endpoint
 from .envelope import RequestError, parse_request
@@ -24,11 +25,13 @@ def create_app(service_dir: str | Path) -> Starlette:
     """Load every endpoint named in ``service_dir/manifest.json`` and route requests to it."""
     service_dir = Path(service_dir)
     manifest = json.loads((service_dir / "manifest.json").read_text(encoding="utf-8"))
+    drift = check_environment(manifest)
     endpoints = [load_endpoint(service_dir, described) for described in manifest["endpoints"]]
     routes = [Route("/health", health, methods=["GET"])]
     routes += [Route(f"/v1/{e.name}/latest", predict_route(e), methods=["POST"], name=e.name) for e in endpoints]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.manifest = manifest
+    app.state.drift = drift
     app.state.known_routes = ", ".join(f"POST /v1/{e.name}/latest" for e in endpoints)
     return app
 

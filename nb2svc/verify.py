@@ -1,0 +1,241 @@
+"""`nb2svc verify`: prove the lock by serving from it alone and replaying the notebook's own examples."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nb2svc.errors import ServiceDidNotStart, VerifyEnvironmentFailed, VerifyMismatch
+from nb2svc.serve import check_service_dir
+
+REL_TOLERANCE = 1e-6  # floats compare with math.isclose(rel_tol=1e-6, abs_tol=1e-9); all else exactly
+ABS_TOLERANCE = 1e-9
+START_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class ExampleCheck:
+    endpoint: str
+    number: int
+    request: Any
+    expected: Any
+    actual: Any
+    difference: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.difference is None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    service_dir: Path
+    python: str
+    checks: tuple[ExampleCheck, ...]
+    install_seconds: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": all(check.passed for check in self.checks),
+            "service_dir": str(self.service_dir),
+            "python": self.python,
+            "examples": [
+                {"endpoint": c.endpoint, "number": c.number, "passed": c.passed, "difference": c.difference}
+                for c in self.checks
+            ],
+            "install_seconds": round(self.install_seconds, 3),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+OnCheck = Callable[[ExampleCheck], None]
+
+
+def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> VerifyResult:
+    """Install ``service_dir``'s lock into a fresh environment, serve from it, replay every recorded example.
+
+    Raises ``VerifyEnvironmentFailed`` if the lock does not install, ``ServiceDidNotStart`` if the
+    service does not answer, and ``VerifyMismatch`` (carrying the result) if an answer differs
+    from the output recorded in the training kernel. The environment and server are always removed.
+    """
+    started = time.perf_counter()
+    service_dir = Path(service_dir).resolve()
+    check_service_dir(service_dir)
+    manifest = json.loads((service_dir / "manifest.json").read_text(encoding="utf-8"))
+    python = find_python(manifest["python"]["minor"])
+    with tempfile.TemporaryDirectory(prefix="nb2svc-verify-") as work:
+        install_started = time.perf_counter()
+        environment = _install(python, Path(work) / "venv", service_dir, manifest["lock"]["hashes"])
+        install_seconds = time.perf_counter() - install_started
+        with _serving(environment, service_dir) as base_url:
+            checks = tuple(_replay(base_url, manifest, on_check or (lambda _: None)))
+    result = VerifyResult(service_dir, manifest["python"]["minor"], checks, install_seconds, time.perf_counter() - started)
+    failed = [check for check in checks if not check.passed]
+    if failed:
+        raise VerifyMismatch(
+            f"{len(failed)} of {len(checks)} examples answered differently from the training kernel: "
+            + "; ".join(f"{c.endpoint} #{c.number}: {c.difference}" for c in failed[:5]),
+            result=result.to_dict(),
+        )
+    return result
+
+
+def find_python(minor: str) -> str:
+    """An interpreter for Python ``minor`` (X.Y): this one, ``pythonX.Y`` on PATH, or one uv knows."""
+    if minor == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return sys.executable
+    found = shutil.which(f"python{minor}")
+    if found:
+        return found
+    done = subprocess.run([_uv(), "python", "find", "--no-python-downloads", minor], capture_output=True, text=True)
+    if done.returncode == 0 and done.stdout.strip():
+        return done.stdout.strip()
+    raise VerifyEnvironmentFailed(
+        f"the service was built for Python {minor}, and no Python {minor} interpreter is installed here. "
+        f"Install one (python{minor} on PATH), or run verify where it is.",
+        python=minor,
+    )
+
+
+def _uv() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+def _install(python: str, venv: Path, service_dir: Path, hashed: bool) -> Path:
+    """A new virtual environment holding exactly the lock; returns its python."""
+    _run_or_fail([_uv(), "venv", "--quiet", "--python", python, str(venv)], "creating a virtual environment")
+    interpreter = venv / "bin" / "python"
+    command = [_uv(), "pip", "install", "--python", str(interpreter), "-r", str(service_dir / "requirements.txt")]
+    _run_or_fail(command + (["--require-hashes"] if hashed else []), "installing requirements.txt")
+    return interpreter
+
+
+def _run_or_fail(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n  ".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        raise VerifyEnvironmentFailed(
+            f"{what} failed, so the lock does not reproduce the environment:\n  {tail}\n"
+            "If requirements.txt was edited by hand, rebuild the service; a hash mismatch means a file "
+            "differs from the one locked.",
+            step=what,
+        )
+
+
+@contextmanager
+def _serving(python: Path, service_dir: Path) -> Iterator[str]:
+    """The service run from ``python``'s environment alone on a free port; stopped on exit."""
+    port = _free_port()
+    log = tempfile.TemporaryFile(mode="w+")
+    command = [str(python), "-I", "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
+    # -I keeps the builder's environment out: no PYTHONPATH, no user site; uvicorn adds the cwd for app:app.
+    process = subprocess.Popen(
+        command + ["--app-dir", str(service_dir)], cwd=service_dir, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_until_healthy(base_url, process, log)
+        yield base_url
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Any) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    log.seek(0)
+    tail = "\n  ".join(log.read().strip().splitlines()[-15:])
+    state = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer in {START_TIMEOUT:g}s"
+    raise ServiceDidNotStart(f"the service installed from the lock {state}:\n  {tail}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _replay(base_url: str, manifest: dict[str, Any], on_check: OnCheck) -> Iterator[ExampleCheck]:
+    for endpoint in manifest["endpoints"]:
+        for number, example in enumerate(endpoint.get("examples", []), start=1):
+            actual = _post(f"{base_url}{endpoint['route']}", example["request"])
+            check = ExampleCheck(
+                endpoint=endpoint["name"],
+                number=number,
+                request=example["request"],
+                expected=example["response"],
+                actual=actual,
+                difference=compare(example["response"], actual),
+            )
+            on_check(check)
+            yield check
+
+
+def _post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return {"http_status": exc.code, **json.loads(exc.read() or b"{}")}
+
+
+def compare(expected: Any, actual: Any, path: str = "") -> str | None:
+    """None if ``actual`` matches ``expected``: floats within tolerance, everything else exactly."""
+    where = path or "the answer"
+    if isinstance(expected, float) or (isinstance(actual, float) and isinstance(expected, int)):
+        if isinstance(actual, (int, float)) and not isinstance(actual, bool) and not isinstance(expected, bool):
+            if math.isclose(expected, actual, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE):
+                return None
+        return f"{where}: expected {expected!r}, got {actual!r}"
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if expected.keys() != actual.keys():
+            return f"{where}: expected keys {sorted(expected)}, got {sorted(actual)}"
+        return next((d for k in expected if (d := compare(expected[k], actual[k], f"{path}.{k}" if path else k))), None)
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return f"{where}: expected {len(expected)} items, got {len(actual)}"
+        return next((d for i, (e, a) in enumerate(zip(expected, actual)) if (d := compare(e, a, f"{path}[{i}]"))), None)
+    if type(expected) is not type(actual) or expected != actual:
+        return f"{where}: expected {expected!r}, got {actual!r}"
+    return None
