@@ -92,8 +92,8 @@ def _observe(request: dict[str, Any]) -> None:
         called = _top_level(set(sys.modules) - before)
         report[endpoint["name"]] = {
             "loading": _distributions(loaded, providers),
-            "its import statements": _distributions(_imported_by_code(function), providers),
-            "calling it on its examples": _distributions(called, providers),
+            "import_statements": _distributions(_imported_by_code(function), providers),
+            "examples": _distributions(called, providers),
         }
     print(json.dumps({"endpoints": report}))
 

@@ -60,9 +60,12 @@ def record_calls(names: list[str]) -> None:
 
 def _runtime_module(name: str) -> types.ModuleType:
     """A module of nb2svc_runtime that uses only the standard library, from the source the builder sent."""
-    module = types.ModuleType(f"nb2svc_runtime_{name}")
-    exec(compile(RUNTIME_SOURCES[name], f"nb2svc_runtime/{name}.py", "exec"), module.__dict__)  # noqa: F821
-    return module
+    module_name = f"_nb2svc_runtime_{name}"
+    if module_name not in sys.modules:
+        module = types.ModuleType(module_name)
+        sys.modules[module_name] = module  # dataclasses look their module up there
+        exec(compile(RUNTIME_SOURCES[name], f"nb2svc_runtime/{name}.py", "exec"), module.__dict__)  # noqa: F821
+    return sys.modules[module_name]
 
 
 def _recorder(function: Any, encoding: types.ModuleType) -> Any:

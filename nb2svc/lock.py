@@ -143,7 +143,7 @@ def _compile(
             _compile_command(source, output, python_version, options), capture_output=True, text=True, cwd=work
         )
         if done.returncode != 0:
-            raise _lock_failed(done.stderr + done.stdout, requirements, options)
+            raise _lock_failed(done.stderr + done.stdout, requirements_in, requirements, options)
         return _without_comment_header(output.read_text(encoding="utf-8"))
 
 
@@ -164,7 +164,9 @@ def _compile_command(source: Path, output: Path, python_version: str, options: L
     ]  # fmt: skip
 
 
-def _lock_failed(output: str, requirements: tuple[Requirement, ...], options: LockOptions) -> Exception:
+def _lock_failed(
+    output: str, requirements_in: str, requirements: tuple[Requirement, ...], options: LockOptions
+) -> Exception:
     where = options.index_url or "the package index"
     if _UNREACHABLE.search(output):
         return IndexUnreachable(
@@ -177,11 +179,12 @@ def _lock_failed(output: str, requirements: tuple[Requirement, ...], options: Lo
         name = next(group for group in missing.groups() if group)
         return _not_on_index(name, requirements, where)
     if "ResolutionImpossible" in output or "conflict" in output.lower() or "unsatisfiable" in output.lower():
+        explanation = _conflict_lines(output, requirements_in, requirements)
         return LockConflict(
-            f"the requirements cannot be installed together:\n{_conflict_lines(output)}\n"
+            f"the requirements cannot be installed together:\n{explanation}\n"
             "Change or drop the --python-package that asks for a different version, or align the notebook's "
             "packages and rebuild.",
-            detail=_conflict_lines(output),
+            conflict=explanation.splitlines(),
         )
     return LockConflict(f"locking the requirements failed:\n{output.strip()[-3000:]}")
 
@@ -201,14 +204,37 @@ def _not_on_index(name: str, requirements: tuple[Requirement, ...], where: str) 
     )
 
 
-def _conflict_lines(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines()]
-    keep = [
-        line for line in lines
-        if line.startswith(("Cannot install", "The conflict is caused by", "The user requested", "×", "╰─▶"))
-        or " depends on " in line or "requested" in line
+def _conflict_lines(output: str, requirements_in: str, requirements: tuple[Requirement, ...]) -> str:
+    """pip's account of a conflict, without its traceback: who asks for what."""
+    lines_in = requirements_in.splitlines()
+
+    def spec_on_line(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        return lines_in[number - 1].strip() if 0 < number <= len(lines_in) else match.group(0)
+
+    said = [
+        re.sub(r"-r \S*requirements\.in \(line (\d+)\)", spec_on_line, line.strip().removeprefix("ERROR: "))
+        for line in output.splitlines()
+        if "Cannot install" in line or " depends on " in line or "The user requested" in line
     ]
-    return "\n".join(f"  {line}" for line in (keep or lines[-8:])[:12])
+    reasons = {requirement.spec: "; ".join(requirement.reasons) for requirement in requirements}
+    said += [
+        f"{spec} (required by {_candidate(parent)})" if parent else f"{spec} ({reasons.get(spec, 'requirements.in')})"
+        for spec, parent in _REQUIREMENT_INFORMATION.findall(output)
+    ]
+    return "\n".join(f"  {line}" for line in dict.fromkeys(said or output.strip().splitlines()[-5:]))
+
+
+_REQUIREMENT_INFORMATION = re.compile(
+    r"RequirementInformation\(requirement=\w+Requirement\('([^']+)'\), parent=(?:None|\w+Candidate\('([^']*)')"
+)
+
+
+def _candidate(link: str) -> str:
+    """``scikit-learn 1.9.1`` from the URL of its wheel or sdist."""
+    filename = link.split()[0].split("#")[0].rstrip("/").rsplit("/", 1)[-1] if link.strip() else link
+    match = re.match(r"([A-Za-z0-9_.]+?)-(\d[^-]*?)(?:-|\.tar\.gz|\.zip)", filename)
+    return f"{match.group(1).replace('_', '-')} {match.group(2)}" if match else filename
 
 
 def _last_lines(output: str, pattern: re.Pattern[str]) -> str:

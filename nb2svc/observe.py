@@ -13,11 +13,16 @@ from nb2svc.capture import Capture, CapturedEndpoint, Distribution
 from nb2svc.errors import CaptureFailed
 from nb2svc.runtime.envelope import Batch, parse_request
 
+_REASONS = {
+    "loading": "loading {endpoint}",
+    "import_statements": "an import statement in {endpoint}",
+    "examples": "calling {endpoint} on its examples",
+}
 _SCRIPT = (resources.files("nb2svc") / "in_fresh_python.py").read_text(encoding="utf-8")
 
 
 def observe_serving_imports(capture: Capture, service_dir: Path) -> dict[str, tuple[Distribution, ...]]:
-    """Distributions each endpoint needs, keyed by why: ``"<source> <endpoint>"``.
+    """Distributions each endpoint needs, keyed by why ("loading my_fn", "calling my_fn on its examples"...).
 
     Loads every artifact in a new interpreter (the kernel's), reads the import
     statements of its code, and calls it on its examples, recording the
@@ -37,7 +42,7 @@ def observe_serving_imports(capture: Capture, service_dir: Path) -> dict[str, tu
     observed: dict[str, tuple[Distribution, ...]] = {}
     for endpoint, sources in report["endpoints"].items():
         for source, found in sources.items():
-            observed[f"{source} {endpoint}"] = tuple(
+            observed[_REASONS[source].format(endpoint=endpoint)] = tuple(
                 Distribution(name=name, version=entry["version"], modules=tuple(entry["modules"]))
                 for name, entry in sorted(found.items())
             )

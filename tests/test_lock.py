@@ -1,0 +1,167 @@
+"""Observed requirements and the lock, against the real package index (pip-compile)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from importlib.metadata import distribution
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+import nb2svc
+from nb2svc.cli import cli
+from nb2svc.lock import LockOptions
+
+from conftest import FIXTURES
+
+LR = FIXTURES / "linear_regression.ipynb"
+
+
+def closure(*names: str) -> set[str]:
+    """The distributions ``names`` need, read from the installed metadata (markers evaluated, no extras)."""
+    found: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = canonicalize_name(pending.pop())
+        if name in found:
+            continue
+        found.add(name)
+        for spec in distribution(name).requires or []:
+            requirement = Requirement(spec)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return found
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> object:
+    return CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_pandas_and_scikit_learn_lock_their_closure_the_runtime_and_only_what_was_observed(tmp_path: Path) -> None:
+    result = nb2svc.build(FIXTURES / "house_prices.ipynb", tmp_path / "service")
+    locked = set(result.lock.pins)
+    needed = closure("pandas", "scikit-learn", "starlette", "uvicorn", "cloudpickle")
+    assert needed <= locked
+    reasons = {canonicalize_name(r.name): r.reasons for r in result.requirements}
+    for extra in locked - needed:  # e.g. psutil, which joblib imports when it is there: observed, not guessed
+        assert any(reason.startswith(("loading ", "imported by the notebook", "calling ")) for reason in reasons[extra]), extra
+    assert "jsonschema" not in locked  # imported only by a `skip` cell
+    assert not {"ipykernel", "ipython", "nbclient"} & locked
+
+
+def test_import_made_only_inside_the_endpoint_is_found(tmp_path: Path) -> None:
+    result = nb2svc.build(FIXTURES / "import_inside_endpoint.ipynb", tmp_path / "service")
+    [attrs] = [r for r in result.requirements if r.name == "attrs"]
+    assert attrs.reasons == ("an import statement in label (attrs)",)
+    assert "attrs" in result.lock.pins
+
+
+def test_a_rebuild_with_the_same_pins_takes_the_lock_from_the_cache(tmp_path: Path) -> None:
+    options = LockOptions(cache_dir=tmp_path / "cache")
+    cold = nb2svc.build(LR, tmp_path / "first", lock_options=options)
+    warm = nb2svc.build(LR, tmp_path / "second", lock_options=options)
+    assert (cold.lock.cached, warm.lock.cached) == (False, True)
+    assert (tmp_path / "first" / "requirements.txt").read_text() == (tmp_path / "second" / "requirements.txt").read_text()
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_python_package_overrides_and_adds(tmp_path: Path) -> None:
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "scikit-learn>=1.0",
+                 "--python-package", "attrs", "--json")
+    assert result.exit_code == 0, result.output
+    requirements = {r["name"]: r for r in json.loads(result.stdout)["requirements"]}
+    assert requirements["scikit-learn"] == {"name": "scikit-learn", "spec": "scikit-learn>=1.0", "reasons": ["--python-package"]}
+    assert requirements["attrs"]["spec"] == "attrs"
+    assert "attrs" in json.loads(result.stdout)["lock"]["pins"]
+
+
+def test_requirements_file_replaces_what_was_observed(tmp_path: Path) -> None:
+    file = tmp_path / "mine.txt"
+    file.write_text("# the packages I want\nscikit-learn\n")
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--requirements", str(file), "--json")
+    assert result.exit_code == 0, result.output
+    specs = {r["spec"]: r["reasons"] for r in json.loads(result.stdout)["requirements"]}
+    assert specs.pop("scikit-learn") == ["--requirements"]
+    assert {spec.split("==")[0] for spec in specs} == {"cloudpickle", "starlette", "uvicorn"}
+
+
+def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) -> None:
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--offline")
+    assert result.exit_code == 0, result.output
+    assert "WITHOUT HASHES (offline: no resolver was run)" in result.stderr
+    lock = (tmp_path / "out" / "requirements.txt").read_text()
+    assert "OFFLINE LOCK" in lock and "--hash" not in lock
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["lock"]["hashes"] is False and manifest["lock"]["offline"] is True
+    assert closure("scikit-learn", "starlette", "uvicorn", "cloudpickle") <= set(manifest["lock"]["pins"])
+    assert "pip install -r requirements.txt" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_distribution_the_index_does_not_have(tmp_path: Path) -> None:
+    notebook = FIXTURES / "private_package" / "uses_private_package.ipynb"
+    result = run("build", str(notebook), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 9, result.output
+    message = result.stderr
+    assert "nb2svc-private-fixture==1.0 is not on the package index" in message
+    assert "imported by the notebook (nb2svc_private_fixture)" in message
+    for way_out in ("--python-package", "--extra-index-url", "--offline"):
+        assert way_out in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_conflict_names_the_conflicting_packages(tmp_path: Path) -> None:
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "numpy==1.21.0")
+    assert result.exit_code == 11, result.output
+    assert "cannot be installed together" in result.stderr
+    assert "  numpy==1.21.0 (--python-package)\n" in result.stderr
+    assert re.search(r"  numpy[<>=!]=?[\d.]+.* \(required by [a-z-]+ [\d.]+\)", result.stderr)
+    assert "Traceback" not in result.stderr and 'File "' not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_index_suggests_offline(tmp_path: Path) -> None:
+    # Only the given index: no pip configuration of this machine's may add another.
+    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--index-url", "http://127.0.0.1:9/simple", env=env)
+    assert result.exit_code == 12, result.output
+    assert "could not reach http://127.0.0.1:9/simple" in result.stderr
+    assert "--offline" in result.stderr
+
+
+def test_python_version_other_than_the_kernels_is_refused(tmp_path: Path) -> None:
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-version", "3.9")
+    assert result.exit_code == 2
+    assert re.search(r"--python-version 3.9 differs from the kernel's Python 3\.\d+\.\d+", result.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_example_option_records_more_examples(tmp_path: Path) -> None:
+    result = run("build", str(FIXTURES / "house_prices.ipynb"), "-o", str(tmp_path / "out"),
+                 "--example", "predict_price", '{"rooms": 4, "area": 100}',
+                 "--example", "predict_price", '[["a", 1, 30], ["b", 5, 130]]')
+    assert result.exit_code == 0, result.output
+    [endpoint] = json.loads((tmp_path / "out" / "manifest.json").read_text())["endpoints"]
+    added = [e for e in endpoint["examples"] if e["source"] == "command line"]
+    assert [e["request"] for e in added] == [{"data": {"rooms": 4, "area": 100}}, {"data": [["a", 1, 30], ["b", 5, 130]]}]
+    assert [row[0] for row in added[1]["response"]["data"]] == ["a", "b"]
+    assert isinstance(added[0]["response"]["data"], float)
+
+
+@pytest.mark.parametrize(
+    ("example", "exit_code", "message"),
+    [
+        (["nope", "1"], 2, "--example names no endpoint of house_prices.ipynb: nope (endpoints: predict_price)"),
+        (["predict_price", "{oops"], 2, "is not JSON"),
+        (["predict_price", '{"rooms": 1}'], 7, "the example {\"rooms\": 1} for endpoint 'predict_price'"),
+    ],
+)
+def test_bad_examples(tmp_path: Path, example: list[str], exit_code: int, message: str) -> None:
+    result = run("build", str(FIXTURES / "house_prices.ipynb"), "-o", str(tmp_path / "out"), "--example", *example)
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output
+    assert list(tmp_path.iterdir()) == []
