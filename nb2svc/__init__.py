@@ -6,5 +6,6 @@ __version__ = "0.1.0"
 
 from nb2svc.build import BuildResult, build
 from nb2svc.errors import Nb2svcError
+from nb2svc.verify import VerifyResult, verify
 
-__all__ = ["BuildResult", "Nb2svcError", "__version__", "build"]
+__all__ = ["BuildResult", "Nb2svcError", "VerifyResult", "__version__", "build", "verify"]

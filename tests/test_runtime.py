@@ -7,6 +7,7 @@ import json
 import math
 import re
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from nb2svc.runtime import create_app
+from nb2svc.runtime.drift import IncompatibleEnvironment
 
 
 def make_service(directory: Path, pins: dict[str, str] | None = None, **functions: Callable[..., Any]) -> Path:
@@ -187,3 +189,35 @@ def test_tampered_artifact_is_refused(tmp_path: Path) -> None:
     (service / "artifacts" / "double.pkl").write_bytes(cloudpickle.dumps(fails))
     with pytest.raises(RuntimeError, match="does not match the manifest"):
         create_app(service)
+
+
+def test_another_python_minor_is_refused(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    manifest = json.loads((service / "manifest.json").read_text())
+    manifest["python"]["minor"] = "3.7"
+    (service / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IncompatibleEnvironment, match="pickled on Python 3.7 and this is Python 3"):
+        create_app(service)
+
+
+def test_another_cloudpickle_is_refused(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    manifest = json.loads((service / "manifest.json").read_text())
+    manifest["cloudpickle_version"] = "0.0.1"
+    (service / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IncompatibleEnvironment, match=f"written by cloudpickle 0.0.1 and this environment has {cloudpickle.__version__}"):
+        create_app(service)
+
+
+def test_drifted_pins_are_logged_and_the_service_still_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pins = {"starlette": "0.0.1", "cloudpickle": cloudpickle.__version__, "not-installed-anywhere": "1.0"}
+    service = make_service(tmp_path, pins=pins, double=double)
+    with caplog.at_level("WARNING", logger="nb2svc.runtime"):
+        app = create_app(service)
+    assert app.state.drift == [
+        f"starlette is locked at 0.0.1 but {version('starlette')} here",
+        "not-installed-anywhere is locked at 1.0 but not installed here",
+    ]
+    assert "environment drift: starlette is locked at 0.0.1" in caplog.text
+    with TestClient(app) as client:
+        assert post(client, "double", {"data": 2}).json() == {"data": 4}

@@ -1,0 +1,113 @@
+"""`nb2svc verify`: a fresh environment from the lock alone, the service on a real port, the examples replayed."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import nb2svc
+from nb2svc.cli import cli
+from nb2svc.verify import compare
+
+from conftest import FIXTURES, kernel_processes
+
+pytestmark = pytest.mark.e2e
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("verify") / "lr_service"
+    nb2svc.build(FIXTURES / "linear_regression.ipynb", output, examples={"my_lr_deployement": [[[1, 3], [2, "x"]]]})
+    return output
+
+
+@pytest.fixture
+def copy(service: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(service, tmp_path / "service"))
+
+
+def test_verify_replays_the_examples_from_a_fresh_environment(service: Path) -> None:
+    result = run("verify", str(service))
+    assert result.exit_code == 0, result.output
+    assert 'ok   my_lr_deployement #1 {"data": 3}' in result.stderr
+    assert 'ok   my_lr_deployement #2 {"data": [[1, 3], [2, "x"]]}' in result.stderr
+    assert "verified: 2 examples answered as in the training kernel" in result.stderr
+
+
+def test_build_with_verify_reports_json(tmp_path: Path) -> None:
+    result = run("build", str(FIXTURES / "linear_regression.ipynb"), "-o", str(tmp_path / "out"), "--verify", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["verify"]["ok"] is True
+    assert [e["passed"] for e in report["verify"]["examples"]] == [True]
+
+
+def test_a_changed_answer_fails_with_the_difference(copy: Path) -> None:
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["endpoints"][0]["examples"][0]["response"]["data"] += 0.5
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = run("verify", str(copy), "--json")
+    assert result.exit_code == 13
+    report = json.loads(result.stdout)["error"]
+    assert report["result"]["examples"][0]["passed"] is False
+    assert report["result"]["examples"][1]["passed"] is True
+    assert re.search(r"data: expected 12\.908\d*, got 12\.408\d*", report["message"])
+
+
+def test_a_tampered_hash_fails_the_install(copy: Path) -> None:
+    lock = (copy / "requirements.txt").read_text()
+    block = re.search(r"^starlette==.*?(?=^\S)", lock, re.M | re.S).group(0)  # its pin and every hash of it
+    tampered = lock.replace(block, re.sub(r"sha256:[0-9a-f]{4}", "sha256:0000", block))
+    assert tampered != lock
+    (copy / "requirements.txt").write_text(tampered)
+    result = run("verify", str(copy))
+    assert result.exit_code == 14, result.output
+    assert "installing requirements.txt failed" in result.stderr
+    assert "hash" in result.stderr.lower()
+
+
+def test_a_changed_pin_fails_the_install(copy: Path) -> None:
+    lock = (copy / "requirements.txt").read_text()
+    tampered = re.sub(r"^idna==\S+", "idna==3.6", lock, flags=re.M)
+    assert tampered != lock
+    (copy / "requirements.txt").write_text(tampered)
+    result = run("verify", str(copy))
+    assert result.exit_code == 14, result.output
+    assert "hash" in result.stderr.lower()
+
+
+def test_a_service_without_examples_still_installs_and_starts(tmp_path: Path) -> None:
+    nb2svc.build(FIXTURES / "import_inside_endpoint.ipynb", tmp_path / "out")
+    result = run("verify", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "no examples were recorded" in result.stderr
+    assert kernel_processes() == []
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "difference"),
+    [
+        (1.0, 1.0 + 1e-9, None),
+        (12.40878787878788, 12.408787878787882, None),
+        (3, 3.0, None),
+        (1.0, 1.01, "the answer: expected 1.0, got 1.01"),
+        (1, 2, "the answer: expected 1, got 2"),
+        (True, 1, "the answer: expected True, got 1"),
+        ("a", "a", None),
+        ({"data": [[1, 2.0]]}, {"data": [[1, 2.5]]}, "data[0][1]: expected 2.0, got 2.5"),
+        ({"data": [1]}, {"data": [1, 2]}, "data: expected 1 items, got 2"),
+        ({"data": 1}, {"error": {}}, "the answer: expected keys ['data'], got ['error']"),
+        (None, 0, "the answer: expected None, got 0"),
+    ],
+)
+def test_compare(expected: object, actual: object, difference: str | None) -> None:
+    assert compare(expected, actual) == difference
