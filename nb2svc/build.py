@@ -13,7 +13,7 @@ from nb2svc.errors import UsageError
 from nb2svc.execute import OnCell, execute_notebook
 from nb2svc.lock import Lock, LockOptions, lock_requirements
 from nb2svc.notebook import read_notebook
-from nb2svc.observe import observe_serving_imports
+from nb2svc.observe import observe_requirements
 from nb2svc.render import check_output, publish, render_service, service_name, staging_directory
 from nb2svc.requirements import Requirement, gather_requirements
 
@@ -72,8 +72,8 @@ def build(
         with execute_notebook(spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell) as executed:
             capture = capture_endpoints(executed, staging, {name: list(values) for name, values in (examples or {}).items()})
         python_version = _python_version(capture.python_version, lock_options.python_version)
-        serving = observe_serving_imports(capture, staging) if requirements_text is None else {}
-        requirements = gather_requirements(capture, serving, python_packages, requirements_text)
+        observed = observe_requirements(capture, staging) if requirements_text is None else {}
+        requirements = gather_requirements(capture, observed, python_packages, requirements_text)
         lock = lock_requirements(requirements, python_version, lock_options, capture.python_executable)
         manifest = render_service(staging, spec, capture, requirements, lock, executed.timings)
         publish(staging, target, force)

@@ -29,11 +29,19 @@ class CapturedEndpoint:
 
 @dataclass(frozen=True)
 class Distribution:
-    """An installed distribution the notebook imported, with the top-level modules that brought it in."""
+    """An installed distribution, with the top-level modules through which it was seen imported."""
 
     name: str
     version: str
     modules: tuple[str, ...]
+
+
+def distributions_from(found: dict[str, Any]) -> tuple[Distribution, ...]:
+    """Distributions from the ``{name: {"version", "modules"}}`` the kernel-side scripts report."""
+    return tuple(
+        Distribution(name=name, version=entry["version"], modules=tuple(entry["modules"]))
+        for name, entry in sorted(found.items())
+    )
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class Capture:
     python_implementation: str
     python_executable: str
     cloudpickle_version: str
-    distributions: tuple[Distribution, ...]
+    notebook_distributions: tuple[Distribution, ...]  # what the notebook's cells imported, in the kernel
 
 
 def capture_endpoints(
@@ -72,10 +80,7 @@ def capture_endpoints(
         python_implementation=result["python"]["implementation"],
         python_executable=result["python"]["executable"],
         cloudpickle_version=result["cloudpickle"],
-        distributions=tuple(
-            Distribution(name=name, version=found["version"], modules=tuple(found["modules"]))
-            for name, found in sorted(result["distributions"].items(), key=lambda item: item[0].lower())
-        ),
+        notebook_distributions=distributions_from(result["distributions"]),
     )
 
 

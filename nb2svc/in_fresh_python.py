@@ -6,7 +6,8 @@ reads one JSON request on stdin and prints one JSON object:
 
 - ``{"task": "observe", "endpoints": [{"name", "artifact", "calls": [[args, kwargs], ...]}]}``:
   for each endpoint, the distributions that loading it, its code's own import
-  statements, and calling it on its examples brought in;
+  statements, and calling it on its examples brought in; and the kernel's own
+  machinery (ipykernel and all it requires);
 - ``{"task": "closure", "names": [...]}``: those distributions and everything they
   require, recursively, at their installed versions (for an offline lock).
 """
@@ -58,7 +59,7 @@ def _requirement_names() -> Any:
     try:
         from packaging.requirements import Requirement
     except ImportError:
-        return lambda specs: [re.match(r"[A-Za-z0-9._-]+", spec).group(0) for spec in specs if ";" not in spec]
+        return lambda specs: [re.split(r"[^A-Za-z0-9._-]", spec, 1)[0] for spec in specs if ";" not in spec]
 
     def applicable(specs: list[str]) -> list[str]:
         parsed = [Requirement(spec) for spec in specs]
@@ -95,14 +96,14 @@ def _observe(request: dict[str, Any]) -> None:
             "import_statements": _distributions(_imported_by_code(function), providers),
             "examples": _distributions(called, providers),
         }
-    print(json.dumps({"endpoints": report}))
+    print(json.dumps({"endpoints": report, "kernel_machinery": sorted(_closure(["ipykernel"])["pins"])}))
 
 
 def _top_level(modules: set[str]) -> set[str]:
     return {name.partition(".")[0] for name in modules}
 
 
-def _distributions(modules: set[str], providers: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+def _distributions(modules: set[str], providers: Any) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for top in sorted(modules - set(sys.stdlib_module_names)):
         for name in providers.get(top, ()):

@@ -21,11 +21,11 @@ import inspect
 import json
 import math
 import os
-import re
 import sys
 import types
 from typing import Any
 
+RUNTIME_SOURCES: dict[str, str]  # set by the builder in the namespace this file runs in
 _MAX_DEPTH = 6
 MAX_EXAMPLES = 10  # per endpoint: the first distinct calls the notebook makes
 RESULT_MIME = "application/vnd.nb2svc.result+json"
@@ -70,7 +70,7 @@ def _runtime_module(name: str) -> types.ModuleType:
 
 def _recorder(function: Any, encoding: types.ModuleType) -> Any:
     examples: list[dict[str, Any]] = []
-    active = []  # a call in progress: the endpoint calling itself is not another example
+    active: list[bool] = []  # a call in progress: the endpoint calling itself is not another example
 
     @functools.wraps(function)
     def recorder(*args: Any, **kwargs: Any) -> Any:
@@ -178,7 +178,7 @@ def capture(
             "executable": sys.executable,
         },
         "cloudpickle": cloudpickle.__version__,
-        "distributions": _distributions(imported),
+        "distributions": _distributions(imported - set(sys.stdlib_module_names) - {"__main__"}),
     }
 
 
@@ -259,48 +259,14 @@ def _top_level(modules: Any) -> set[str]:
 
 
 def _distributions(top_level_modules: set[str]) -> dict[str, dict[str, Any]]:
-    """Installed distributions that provide ``top_level_modules``, with versions.
-
-    The kernel's own machinery (ipykernel and what it requires) is left out:
-    IPython imports parts of it lazily, for magics and ``!shell`` lines.
-    """
+    """The installed distributions that provide ``top_level_modules``, as this kernel's sys.path sees them."""
     providers = importlib.metadata.packages_distributions()
-    kernel_machinery = _requirement_closure("ipykernel")
     found: dict[str, dict[str, Any]] = {}
     for top in sorted(top_level_modules):
-        if top in sys.stdlib_module_names or top == "__main__":
-            continue
-        for distribution in providers.get(top, ()):
-            if _normalize(distribution) in kernel_machinery:
-                continue
-            entry = found.setdefault(distribution, {"version": importlib.metadata.version(distribution), "modules": []})
+        for name in providers.get(top, ()):
+            entry = found.setdefault(name, {"version": importlib.metadata.version(name), "modules": []})
             entry["modules"].append(top)
     return found
-
-
-def _requirement_closure(root: str) -> set[str]:
-    """Normalized names of ``root`` and every distribution it requires, recursively (extras left out)."""
-    seen: set[str] = set()
-    pending = [root]
-    while pending:
-        name = _normalize(pending.pop())
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            requirements = importlib.metadata.requires(name) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        pending.extend(
-            name_match.group(0)
-            for requirement in requirements
-            if not re.search(r"extra\s*==", requirement) and (name_match := re.match(r"[A-Za-z0-9._-]+", requirement))
-        )
-    return seen
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _unpicklable(cloudpickle: Any, endpoint: str, function: Any, exc: BaseException) -> dict[str, Any]:

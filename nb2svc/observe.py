@@ -9,7 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from nb2svc.capture import Capture, CapturedEndpoint, Distribution
+from nb2svc.capture import Capture, CapturedEndpoint, Distribution, distributions_from
+from packaging.utils import canonicalize_name
+
 from nb2svc.errors import CaptureFailed
 from nb2svc.runtime.envelope import Batch, parse_request
 
@@ -21,14 +23,18 @@ _REASONS = {
 _SCRIPT = (resources.files("nb2svc") / "in_fresh_python.py").read_text(encoding="utf-8")
 
 
-def observe_serving_imports(capture: Capture, service_dir: Path) -> dict[str, tuple[Distribution, ...]]:
-    """Distributions each endpoint needs, keyed by why ("loading my_fn", "calling my_fn on its examples"...).
+def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple[Distribution, ...]]:
+    """The distributions the service needs, keyed by why ("imported by the notebook", "loading my_fn"...).
 
-    Loads every artifact in a new interpreter (the kernel's), reads the import
-    statements of its code, and calls it on its examples, recording the
-    distributions each step brought in.
+    What the notebook imported in the kernel counts, less the kernel's own machinery (IPython loads
+    parts of it lazily, for magics and ``!shell`` lines). Then, in a new interpreter of the kernel's
+    Python, every artifact is loaded, the import statements of its code are read, and it is called
+    on its examples, recording the distributions each step brought in.
     """
-    request = {"task": "observe", "endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints]}
+    request = {
+        "task": "observe",
+        "endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints],
+    }
     with tempfile.TemporaryDirectory(prefix="nb2svc-observe-") as empty:  # nothing importable from the cwd
         done = subprocess.run(
             [capture.python_executable, "-c", _SCRIPT],
@@ -39,13 +45,15 @@ def observe_serving_imports(capture: Capture, service_dir: Path) -> dict[str, tu
     report = json.loads(done.stdout.strip().splitlines()[-1])
     if "error" in report:
         raise _cannot_load(capture, report["error"])
-    observed: dict[str, tuple[Distribution, ...]] = {}
+    machinery = set(report["kernel_machinery"])
+    observed = {
+        "imported by the notebook": tuple(
+            d for d in capture.notebook_distributions if canonicalize_name(d.name) not in machinery
+        )
+    }
     for endpoint, sources in report["endpoints"].items():
         for source, found in sources.items():
-            observed[_REASONS[source].format(endpoint=endpoint)] = tuple(
-                Distribution(name=name, version=entry["version"], modules=tuple(entry["modules"]))
-                for name, entry in sorted(found.items())
-            )
+            observed[_REASONS[source].format(endpoint=endpoint)] = distributions_from(found)
     return observed
 
 

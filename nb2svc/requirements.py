@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement as PackagingRequirement
 from packaging.utils import canonicalize_name
 
-from nb2svc.capture import Capture, Distribution
+from nb2svc.capture import Capture
+from nb2svc.observe import Distribution
 from nb2svc.errors import UsageError
 
 # What nb2svc_runtime imports besides cloudpickle (pinned to the version that serialized the artifacts).
@@ -32,13 +33,13 @@ class Requirement:
 
 def gather_requirements(
     capture: Capture,
-    serving: Mapping[str, Iterable[Distribution]],
+    observed: Mapping[str, Iterable[Distribution]],
     python_packages: Iterable[str] = (),
     requirements_file: str | None = None,
 ) -> tuple[Requirement, ...]:
     """Observed distributions, the runtime's own, then ``--python-package`` specs (which override by name).
 
-    ``serving`` maps a reason ("loading my_fn") to the distributions it brought in.
+    ``observed`` maps a reason ("loading my_fn") to the distributions it brought in.
     With ``requirements_file`` (the text of ``--requirements FILE``) nothing observed is used:
     the file's lines stand instead, and the runtime's packages join them.
     """
@@ -55,9 +56,7 @@ def gather_requirements(
             found[key] = Requirement(name, spec, (reason,))
 
     if requirements_file is None:
-        for distribution in capture.distributions:
-            add(distribution.name, _pin(distribution), f"imported by the notebook ({', '.join(distribution.modules)})")
-        for reason, distributions in serving.items():
+        for reason, distributions in observed.items():
             for distribution in distributions:
                 add(distribution.name, _pin(distribution), f"{reason} ({', '.join(distribution.modules)})")
     else:
