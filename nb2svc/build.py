@@ -14,7 +14,7 @@ from nb2svc.execute import OnCell, execute_notebook
 from nb2svc.lock import Lock, LockOptions, lock_requirements
 from nb2svc.notebook import read_notebook
 from nb2svc.observe import observe_requirements
-from nb2svc.render import check_output, publish, render_service, service_name, staging_directory
+from nb2svc.render import check_output, copy_runtime, publish, render_service, service_name, staging_directory
 from nb2svc.requirements import Requirement, gather_requirements
 
 
@@ -69,7 +69,10 @@ def build(
     target = target.resolve()
     check_output(target, force)
     with staging_directory(target) as staging:
-        with execute_notebook(spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell) as executed:
+        copy_runtime(staging)
+        with execute_notebook(
+            spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
+        ) as executed:
             capture = capture_endpoints(executed, staging, {name: list(values) for name, values in (examples or {}).items()})
         python_version = _python_version(capture.python_version, lock_options.python_version)
         observed = observe_requirements(capture, staging) if requirements_text is None else {}

@@ -25,6 +25,8 @@ class CapturedEndpoint:
     doc: str | None
     is_async: bool
     examples: tuple[dict[str, Any], ...]
+    schema: dict[str, Any]
+    dataframe: dict[str, Any] | None  # columns and dtypes of the DataFrames the notebook passed
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ def capture_endpoints(
 ) -> Capture:
     """Write ``artifacts/<name>.pkl`` for every endpoint under ``service_dir`` and describe them.
 
+    ``service_dir`` must already hold the service's ``nb2svc_runtime`` (see ``render.copy_runtime``).
+
     ``extra_examples`` maps endpoint names to ``data`` values to record as examples besides the
     calls the notebook itself made.
     """
@@ -70,6 +74,7 @@ def capture_endpoints(
         notebook_dir=str(spec.directory),
         modules_at_start=list(executed.modules_at_start),
         extra_examples=extra_examples or {},
+        runtime_path=str(service_dir),
     )
     if "error" in result:
         raise _capture_failed(executed, result["error"])
@@ -96,6 +101,8 @@ def _endpoint(found: dict[str, Any], cell_number: int) -> CapturedEndpoint:
         doc=found["doc"],
         is_async=found.get("is_async", False),
         examples=tuple(found["examples"]),
+        schema=found["schema"],
+        dataframe=found.get("dataframe"),
     )
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import nbformat
@@ -63,10 +64,7 @@ class Kernel:
         The script runs in a namespace of its own, so the notebook's variables are left as they were.
         """
         script = f"{_IN_KERNEL}\n_emit({function}(**ARGUMENTS))\n"
-        namespace = (
-            f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r}), "
-            f"'RUNTIME_SOURCES': __import__('json').loads({json.dumps(_RUNTIME_SOURCES)!r})}}"
-        )
+        namespace = f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r})}}"
         cell = nbformat.v4.new_code_cell(f"exec(compile({script!r}, 'nb2svc', 'exec'), {namespace})")
         self._client.nb.cells.append(cell)
         try:
@@ -79,11 +77,6 @@ class Kernel:
         raise RuntimeError(f"nb2svc's kernel call {function}() returned nothing; outputs: {cell.outputs}")
 
 _IN_KERNEL = (resources.files("nb2svc") / "in_kernel.py").read_text(encoding="utf-8")
-# The runtime's standard-library-only modules, so the kernel reads and encodes examples as the service will.
-_RUNTIME_SOURCES = {
-    name: (resources.files("nb2svc") / "runtime" / f"{name}.py").read_text(encoding="utf-8")
-    for name in ("encoding", "envelope")
-}
 
 
 OnCell = Callable[[CellProgress], None]
@@ -96,11 +89,14 @@ def execute_notebook(
     kernel_name: str | None = None,
     timeout: float | None = None,
     on_cell: OnCell | None = None,
+    runtime_path: Path | None = None,
 ) -> Iterator[ExecutedNotebook]:
     """Run every cell of ``spec`` that is not tagged ``skip``; yield with the kernel still open.
 
     The kernel runs with the notebook's folder as working directory and is shut
-    down when the block exits, whether it succeeded or not.
+    down when the block exits, whether it succeeded or not. With ``runtime_path``
+    (the folder holding the service's ``nb2svc_runtime``), the calls later cells
+    make of the endpoints are recorded as examples.
     """
     name = kernel_name or spec.kernel_name
     cells = [nbformat.v4.new_code_cell(cell.source) for cell in spec.cells_to_run]
@@ -116,7 +112,8 @@ def execute_notebook(
         _start_kernel(stack, client, name, kernel_stderr)
         kernel = Kernel(client)
         modules_at_start = tuple(kernel.call("loaded_modules"))
-        timings = tuple(_run_cells(client, kernel, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None)))
+        record = (lambda: kernel.call("record_calls", names=[e.name for e in spec.endpoints], runtime_path=str(runtime_path))) if runtime_path else (lambda: None)
+        timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None), record))
         yield ExecutedNotebook(
             spec=spec, kernel=kernel, kernel_name=name, timings=timings, modules_at_start=modules_at_start
         )
@@ -139,12 +136,12 @@ def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: I
 
 def _run_cells(
     client: NotebookClient,
-    kernel: Kernel,
     spec: NotebookSpec,
     kernel_name: str,
     timeout: float | None,
     kernel_stderr: IO[str],
     on_cell: OnCell,
+    after_predict_cell: Callable[[], None],
 ) -> Iterator[CellTiming]:
     total = len(spec.cells_to_run)
     for index, (cell, node) in enumerate(zip(spec.cells_to_run, client.nb.cells)):
@@ -169,7 +166,7 @@ def _run_cells(
             ) from exc
         seconds = time.perf_counter() - started
         if PREDICT_TAG in cell.tags:  # from here on, the notebook's calls of its endpoints are examples
-            kernel.call("record_calls", names=[endpoint.name for endpoint in spec.endpoints])
+            after_predict_cell()
         on_cell(CellProgress(cell=cell, position=index + 1, total=total, seconds=seconds))
         yield CellTiming(number=cell.number, seconds=round(seconds, 4))
 

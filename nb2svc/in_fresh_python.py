@@ -4,10 +4,11 @@ Like in_kernel.py this is sent as source text (``python -c``) and may use only
 the standard library, cloudpickle, and packaging where it is installed. It
 reads one JSON request on stdin and prints one JSON object:
 
-- ``{"task": "observe", "endpoints": [{"name", "artifact", "calls": [[args, kwargs], ...]}]}``:
+- ``{"task": "observe", "runtime_path": DIR, "endpoints": [{"name", "artifact", "examples": [data, ...]}]}``:
   for each endpoint, the distributions that loading it, its code's own import
-  statements, and calling it on its examples brought in; and the kernel's own
-  machinery (ipykernel and all it requires);
+  statements, and calling it on its examples (through the service's own
+  nb2svc_runtime in DIR) brought in; and the kernel's own machinery (ipykernel
+  and all it requires);
 - ``{"task": "closure", "names": [...]}``: those distributions and everything they
   require, recursively, at their installed versions (for an offline lock).
 """
@@ -74,6 +75,13 @@ def _canonical(name: str) -> str:
 
 def _observe(request: dict[str, Any]) -> None:
     providers = importlib.metadata.packages_distributions()
+    sys.path.append(request["runtime_path"])
+    from nb2svc_runtime import invoke, schema  # what the service calls its endpoints with
+
+    try:
+        import fastjsonschema  # noqa: F401  (the runtime's own: not a need of any endpoint)
+    except ImportError:
+        pass
     report = {}
     for endpoint in request["endpoints"]:
         before = set(sys.modules)
@@ -85,9 +93,10 @@ def _observe(request: dict[str, Any]) -> None:
             return
         loaded = _top_level(set(sys.modules) - before)
         before = set(sys.modules)
-        for args, kwargs in endpoint["calls"]:
+        invoker = invoke.Invoker(function, schema.read_signature(function))
+        for data in endpoint["examples"]:
             try:
-                function(*args, **kwargs)
+                invoke.answer(invoker, data)
             except Exception:  # the comparison of answers is verify's job; here only imports matter
                 pass
         called = _top_level(set(sys.modules) - before)

@@ -6,15 +6,13 @@ standard library, IPython (which every Python kernel has) and cloudpickle.
 Its functions return JSON-able values; failures come back as
 ``{"error": {...}}`` for the builder to turn into an nb2svc error.
 
-The builder runs it with two globals set: ``ARGUMENTS`` (the call's keyword
-arguments) and ``RUNTIME_SOURCES`` (the source of nb2svc_runtime's encoding.py
-and envelope.py, so that examples are read and encoded exactly as the service
-will read and encode them).
+The builder runs it with ``ARGUMENTS`` (the call's keyword arguments) set.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import functools
 import inspect
@@ -25,7 +23,6 @@ import sys
 import types
 from typing import Any
 
-RUNTIME_SOURCES: dict[str, str]  # set by the builder in the namespace this file runs in
 _MAX_DEPTH = 6
 MAX_EXAMPLES = 10  # per endpoint: the first distinct calls the notebook makes
 RESULT_MIME = "application/vnd.nb2svc.result+json"
@@ -43,7 +40,7 @@ def loaded_modules() -> list[str]:
     return sorted(sys.modules)
 
 
-def record_calls(names: list[str]) -> None:
+def record_calls(names: list[str], runtime_path: str) -> None:
     """Wrap the endpoints ``names`` so that the calls later cells make are recorded as examples.
 
     ``capture`` takes the wrappers off again before it serializes the functions.
@@ -51,71 +48,76 @@ def record_calls(names: list[str]) -> None:
     from IPython import get_ipython
 
     namespace = get_ipython().user_ns
-    encoding = _runtime_module("encoding")
     for name in names:
         function = namespace.get(name)
         if callable(function) and not inspect.iscoroutinefunction(function) and not hasattr(function, "_nb2svc_examples"):
-            namespace[name] = _recorder(function, encoding)
+            namespace[name] = _recorder(function, runtime_path)
 
 
-def _runtime_module(name: str) -> types.ModuleType:
-    """A module of nb2svc_runtime that uses only the standard library, from the source the builder sent."""
-    module_name = f"_nb2svc_runtime_{name}"
-    if module_name not in sys.modules:
-        module = types.ModuleType(module_name)
-        sys.modules[module_name] = module  # dataclasses look their module up there
-        exec(compile(RUNTIME_SOURCES[name], f"nb2svc_runtime/{name}.py", "exec"), module.__dict__)  # noqa: F821
-    return sys.modules[module_name]
+def _runtime(name: str, runtime_path: str) -> types.ModuleType:
+    """A module of the service's runtime (nb2svc_runtime, in the directory being built): examples are read,
+    called and encoded by the very code that will serve them. Only its standard-library modules are used here."""
+    if runtime_path not in sys.path:
+        sys.path.append(runtime_path)  # appended: it never shadows the notebook's own modules
+    return importlib.import_module(f"nb2svc_runtime.{name}")
 
 
-def _recorder(function: Any, encoding: types.ModuleType) -> Any:
+def _recorder(function: Any, runtime_path: str) -> Any:
     examples: list[dict[str, Any]] = []
+    frames: dict[str, Any] = {}  # the columns and dtypes of DataFrames the notebook passed
     active: list[bool] = []  # a call in progress: the endpoint calling itself is not another example
+    envelope, encoding, schema = (_runtime(name, runtime_path) for name in ("envelope", "encoding", "schema"))
+    signature = schema.read_signature(function)
 
     @functools.wraps(function)
     def recorder(*args: Any, **kwargs: Any) -> Any:
         if active or len(examples) >= MAX_EXAMPLES:
             return function(*args, **kwargs)
-        request = _request_body(function, args, kwargs)  # taken before the call, which may mutate its arguments
+        request = _request_body(function, signature, envelope, encoding, frames, args, kwargs)  # before the call mutates them
         active.append(True)
         try:
             result = function(*args, **kwargs)
         finally:
             active.pop()
         if request is not None and all(example["request"] != request for example in examples):
-            response = _response_body(request, result, encoding)
-            if response is not None:
-                examples.append({"request": request, "response": response})
+            try:
+                examples.append({"request": request, "response": json.loads(encoding.encode_json({"data": result}))})
+            except encoding.EncodeError:
+                pass
         return result
 
     recorder._nb2svc_examples = examples  # type: ignore[attr-defined]
+    recorder._nb2svc_frames = frames  # type: ignore[attr-defined]
     return recorder
 
 
-def _request_body(function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The request the service reads as this call, or None if JSON cannot express it unchanged."""
-    if not (_plain_json(list(args)) and _plain_json(kwargs)):
+def _request_body(
+    function: Any, signature: Any, envelope: Any, encoding: Any, frames: dict[str, Any], args: Any, kwargs: Any
+) -> Any:
+    """The request the service reads as this very call, or None if JSON cannot express it unchanged."""
+    try:
+        bound = inspect.signature(function).bind(*args, **kwargs).arguments
+    except TypeError:
         return None
-    parameters = set(inspect.signature(function).parameters)
-    if kwargs and not args:
-        return {"data": kwargs}
-    if args and not kwargs:
-        [first, *rest] = args
-        reads_as_batch = isinstance(first, list) and first and isinstance(first[0], list)
-        reads_as_keywords = isinstance(first, dict) and first and parameters.issuperset(first)
-        if rest or reads_as_batch or reads_as_keywords:
-            return {"data": [[0, *args]]}
-        return {"data": first}
+    if signature.dataframe:
+        [table] = bound.values()
+        if not hasattr(table, "dtypes"):
+            return None
+        frames.update(columns=[str(c) for c in table.columns], dtypes={str(c): str(t) for c, t in table.dtypes.items()})
+        return {"data": json.loads(encoding.encode_json(table))}
+    if not _plain_json(list(bound.values())):
+        return None
+    for data in ([*bound.values()][0] if len(bound) == 1 else None, dict(bound)):
+        if not envelope.is_batch(data) and _binds_to(envelope, signature, data, bound):
+            return {"data": data}
     return None
 
 
-def _response_body(request: Any, result: Any, encoding: types.ModuleType) -> Any:
-    data = request["data"]
-    is_batch = isinstance(data, list) and data and isinstance(data[0], list)
+def _binds_to(envelope: Any, signature: Any, data: Any, bound: dict[str, Any]) -> bool:
     try:
-        return json.loads(encoding.encode_json({"data": [[0, result]] if is_batch else result}))
-    except encoding.EncodeError:
-        return None
+        return envelope.bind(data, signature) == dict(bound)
+    except envelope.BindingError:
+        return False
 
 
 def _plain_json(value: Any) -> bool:
@@ -138,6 +140,7 @@ def capture(
     notebook_dir: str,
     modules_at_start: list[str],
     extra_examples: dict[str, list[Any]],
+    runtime_path: str,
 ) -> dict[str, Any]:
     """Serialize each endpoint into ``artifacts_dir``; describe them, their examples, and what the notebook imported.
 
@@ -156,20 +159,25 @@ def capture(
     for name in endpoints:
         function = namespace.get(name)
         examples = list(getattr(function, "_nb2svc_examples", ()))
+        frame = dict(getattr(function, "_nb2svc_frames", {}))
         if hasattr(function, "_nb2svc_examples"):  # take the recorder off: the function itself is served
             function = namespace[name] = function.__wrapped__
         if not callable(function):
             return {"error": {"reason": "not_callable", "endpoint": name, "type": _type_name(function)}}
         try:
             examples = [{**example, "source": "notebook"} for example in examples]
-            examples += [_run_example(function, data) for data in extra_examples.get(name, [])]
+            examples += [_run_example(function, data, runtime_path) for data in extra_examples.get(name, [])]
         except ExampleFailed as failed:
             return {"error": {"reason": "example_failed", "endpoint": name, **failed.args[0]}}
         try:
             payload = cloudpickle.dumps(function)
         except Exception as exc:  # cloudpickle raises TypeError, PicklingError, RecursionError...
             return {"error": _unpicklable(cloudpickle, name, function, exc)}
-        described.append({**_write_artifact(name, function, payload, artifacts_dir), "examples": examples})
+        schema = _runtime("schema", runtime_path).read_signature(function).to_dict()
+        described.append(
+            {**_write_artifact(name, function, payload, artifacts_dir), "examples": examples, "schema": schema}
+            | ({"dataframe": frame} if frame else {})
+        )
     return {
         "endpoints": described,
         "python": {
@@ -186,21 +194,15 @@ class ExampleFailed(Exception):
     """An example given on the command line could not be run."""
 
 
-def _run_example(function: Any, data: Any) -> dict[str, Any]:
+def _run_example(function: Any, data: Any, runtime_path: str) -> dict[str, Any]:
     """Call ``function`` as the service would for ``{"data": data}``, and record the answer."""
-    envelope, encoding = _runtime_module("envelope"), _runtime_module("encoding")
-    request = {"data": data}
-    parameters = frozenset(inspect.signature(function).parameters)
+    invoke, encoding, schema = (_runtime(name, runtime_path) for name in ("invoke", "encoding", "schema"))
+    invoker = invoke.Invoker(function, schema.read_signature(function))
     try:
-        parsed = envelope.parse_request(json.dumps(request).encode(), parameters)
-        if isinstance(parsed, envelope.Batch):
-            result = [[row[0], function(*row[1:])] for row in parsed.rows]
-        else:
-            result = function(*parsed.args, **parsed.kwargs)
-        response = json.loads(encoding.encode_json({"data": result}))
+        response = json.loads(encoding.encode_json(invoke.answer(invoker, data)))
     except Exception as exc:
         raise ExampleFailed({"data": data, "exception": f"{type(exc).__name__}: {exc}"}) from None
-    return {"request": request, "response": response, "source": "command line"}
+    return {"request": {"data": data}, "response": response, "source": "command line"}
 
 
 def _write_artifact(name: str, function: Any, payload: bytes, artifacts_dir: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from nb2svc.capture import Capture, CapturedEndpoint, Distribution, distribution
 from packaging.utils import canonicalize_name
 
 from nb2svc.errors import CaptureFailed
-from nb2svc.runtime.envelope import Batch, parse_request
 
 _REASONS = {
     "loading": "loading {endpoint}",
@@ -33,6 +32,7 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple
     """
     request = {
         "task": "observe",
+        "runtime_path": str(service_dir),
         "endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints],
     }
     with tempfile.TemporaryDirectory(prefix="nb2svc-observe-") as empty:  # nothing importable from the cwd
@@ -58,15 +58,11 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple
 
 
 def _endpoint_request(endpoint: CapturedEndpoint, service_dir: Path) -> dict[str, Any]:
-    parameters = frozenset(p["name"] for p in endpoint.parameters)
-    calls: list[list[Any]] = []
-    for example in endpoint.examples:
-        parsed = parse_request(json.dumps(example["request"]).encode(), parameters)
-        if isinstance(parsed, Batch):
-            calls += [[row[1:], {}] for row in parsed.rows]
-        else:
-            calls.append([list(parsed.args), parsed.kwargs])
-    return {"name": endpoint.name, "artifact": str(service_dir / endpoint.artifact), "calls": calls}
+    return {
+        "name": endpoint.name,
+        "artifact": str(service_dir / endpoint.artifact),
+        "examples": [example["request"]["data"] for example in endpoint.examples],
+    }
 
 
 def _cannot_load(capture: Capture, error: dict[str, str]) -> CaptureFailed:

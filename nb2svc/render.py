@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import shutil
 import string
@@ -69,6 +70,11 @@ def publish(staging: Path, output: Path, force: bool) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def copy_runtime(staging: Path) -> None:
+    """The service's runtime, first of all: the kernel records examples with it."""
+    shutil.copytree(PACKAGE / "runtime", staging / "nb2svc_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def render_service(
     staging: Path,
     spec: NotebookSpec,
@@ -77,9 +83,8 @@ def render_service(
     lock: Lock,
     timings: tuple[CellTiming, ...],
 ) -> dict[str, Any]:
-    """Write everything but the artifacts (already written by the capture) into ``staging``."""
+    """Write everything but the runtime and the artifacts (already there) into ``staging``."""
     manifest = build_manifest(spec, capture, requirements, lock, timings)
-    shutil.copytree(PACKAGE / "runtime", staging / "nb2svc_runtime", ignore=shutil.ignore_patterns("__pycache__"))
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (staging / "requirements.in").write_text(lock.requirements_in, encoding="utf-8")
     (staging / "requirements.txt").write_text(lock.requirements_txt, encoding="utf-8")
@@ -101,6 +106,7 @@ def build_manifest(
     return {
         "manifest_version": MANIFEST_VERSION,
         "name": service_name(spec.path),
+        "version": _version(capture),
         "nb2svc_version": __version__,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notebook": {"file": spec.path.name, "sha256": spec.sha256},
@@ -123,13 +129,21 @@ def build_manifest(
                 "sha256": e.sha256,
                 "bytes": e.size,
                 "examples": list(e.examples),
+                "schema": e.schema,
             }
+            | ({"dataframe": e.dataframe} if e.dataframe else {})
             for e in capture.endpoints
         ],
         "requirements": [requirement.to_dict() for requirement in requirements],
         "lock": lock.to_dict(),
         "cells": [{"cell": t.number, "seconds": t.seconds} for t in timings],
     }
+
+
+def _version(capture: Capture) -> str:
+    """The model's version: a digest of its artifacts, so that it changes exactly when they do."""
+    digests = "".join(sorted(endpoint.sha256 for endpoint in capture.endpoints))
+    return hashlib.sha256(digests.encode()).hexdigest()[:12]
 
 
 def service_name(notebook: Path) -> str:

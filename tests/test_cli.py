@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from nb2svc import __version__
 from nb2svc.cli import cli
-from nb2svc.runtime import create_app
+from nb2svc.runtime.app import create_app
 
 from conftest import FIXTURES, kernel_processes
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from nb2svc.runtime import create_app
+from nb2svc.runtime.app import create_app
 from nb2svc.runtime.drift import IncompatibleEnvironment
 
 
@@ -29,6 +29,9 @@ def make_service(directory: Path, pins: dict[str, str] | None = None, **function
         endpoints.append({"name": name, "artifact": f"artifacts/{name}.pkl", "sha256": hashlib.sha256(payload).hexdigest()})
     manifest = {
         "name": "test",
+        "version": "0123456789ab",
+        "nb2svc_version": "0",
+        "notebook": {"file": "test.ipynb", "sha256": "0" * 64},
         "endpoints": endpoints,
         "python": {"minor": f"{sys.version_info.major}.{sys.version_info.minor}"},
         "cloudpickle_version": cloudpickle.__version__,
@@ -158,11 +161,17 @@ def test_exception_in_function_is_500_and_service_goes_on(client: TestClient) ->
     assert post(client, "double", {"data": 1}).json() == {"data": 2}
 
 
-def test_exception_in_batch_row_names_the_row(client: TestClient) -> None:
-    response = post(client, "fails", {"data": [["r1", 1]]})
-    assert response.status_code == 500
-    assert response.json()["error"] == {
-        "type": "ValueError", "message": "fails (batch row id 'r1') raised: cannot handle 1", "id": "r1"
+def test_a_failing_batch_row_does_not_fail_the_others(client: TestClient) -> None:
+    response = post(client, "double", {"data": [["r1", 1], ["r2", 2]]})
+    assert response.json() == {"data": [["r1", 2], ["r2", 4]]}
+    response = post(client, "fails", {"data": [["r1", 1], ["r2", 2]]})
+    assert response.status_code == 200
+    assert response.json() == {
+        "data": [["r1", None], ["r2", None]],
+        "errors": [
+            ["r1", {"type": "ValueError", "message": "cannot handle 1"}],
+            ["r2", {"type": "ValueError", "message": "cannot handle 2"}],
+        ],
     }
 
 

@@ -1,59 +1,28 @@
-"""One endpoint: the function loaded from its artifact, and how a request calls it."""
+"""One endpoint: the function loaded from its artifact, with what it takes to answer requests."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import inspect
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from starlette.concurrency import run_in_threadpool
-
-from .envelope import Batch, Call
-
-
-class CallFailed(Exception):
-    """The endpoint's function raised; ``row_id`` is set for a batch row."""
-
-    def __init__(self, error: BaseException, row_id: Any = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.row_id = row_id
+from .invoke import Invoker
+from .schema import Signature, read_signature
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Endpoint:
     name: str
-    function: Callable[..., Any]
-    parameter_names: frozenset[str]
-    is_async: bool
+    invoker: Invoker
+    described: dict[str, Any]  # the manifest's entry
 
-    async def answer(self, request: Call | Batch) -> Any:
-        """The result of one call, or ``[[id, result], ...]`` for a batch in request order."""
-        if isinstance(request, Batch):
-            if self.is_async:
-                return [[row[0], await self._await(row[0], *row[1:])] for row in request.rows]
-            return await run_in_threadpool(self._run_batch, request.rows)
-        if self.is_async:
-            return await self._await(None, *request.args, **request.kwargs)
-        return await run_in_threadpool(self._run, None, *request.args, **request.kwargs)
-
-    def _run_batch(self, rows: list[list[Any]]) -> list[list[Any]]:
-        return [[row[0], self._run(row[0], *row[1:])] for row in rows]
-
-    def _run(self, row_id: Any, /, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self.function(*args, **kwargs)
-        except Exception as exc:
-            raise CallFailed(exc, row_id) from exc
-
-    async def _await(self, row_id: Any, /, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await self.function(*args, **kwargs)
-        except Exception as exc:
-            raise CallFailed(exc, row_id) from exc
+    @property
+    def signature(self) -> Signature:
+        return self.invoker.signature
 
 
 def load_endpoint(service_dir: Path, described: dict[str, Any]) -> Endpoint:
@@ -67,16 +36,33 @@ def load_endpoint(service_dir: Path, described: dict[str, Any]) -> Endpoint:
             "the artifact was changed after the build. Rebuild the service."
         )
     function = pickle.loads(payload)
-    return Endpoint(
-        name=described["name"],
-        function=function,
-        parameter_names=frozenset(_parameter_names(function)),
-        is_async=inspect.iscoroutinefunction(function),
-    )
+    signature = _with_recorded_frame(read_signature(function), described.get("dataframe"))
+    return Endpoint(name=described["name"], invoker=Invoker(_synchronous(function), signature), described=described)
 
 
-def _parameter_names(function: Callable[..., Any]) -> list[str]:
-    try:
-        return list(inspect.signature(function).parameters)
-    except (TypeError, ValueError):
-        return []
+def _synchronous(function: Callable[..., Any]) -> Callable[..., Any]:
+    """An ``async def`` endpoint runs on the event loop, called from the worker thread like any other."""
+    if not inspect.iscoroutinefunction(function):
+        return function
+    import anyio.from_thread
+
+    @functools.wraps(function)
+    def run(**arguments: Any) -> Any:
+        return anyio.from_thread.run(functools.partial(function, **arguments))
+
+    return run
+
+
+def _with_recorded_frame(signature: Signature, frame: dict[str, Any] | None) -> Signature:
+    """A DataFrame endpoint builds its table with the columns and dtypes of the notebook's own calls."""
+    if not signature.dataframe or not frame:
+        return signature
+    parameter = signature.parameters[0]
+    build = parameter.convert
+
+    def convert(records: Any) -> Any:
+        table = build(records)
+        columns = [c for c in frame["columns"] if c in table.columns] + [c for c in table.columns if c not in frame["columns"]]
+        return table[columns].astype({c: t for c, t in frame["dtypes"].items() if c in table.columns})
+
+    return dataclasses.replace(signature, parameters=(dataclasses.replace(parameter, convert=convert),))

@@ -1,44 +1,49 @@
-"""Modelbit's request envelope: ``{"data": x}`` is one call, ``{"data": [[id, arg, ...], ...]}`` a batch."""
+"""Modelbit's request envelope, read against the endpoint's signature.
+
+The rules, in order, for the value of ``data``:
+
+1. A list whose first element is a list is a batch: each row is ``[id, args...]``
+   and ``args`` are read as ``data`` is for one call (rules 2-5).
+2. For a DataFrame endpoint (one parameter annotated ``pandas.DataFrame``), a list
+   of records or a single record is the table.
+3. An object whose keys are all parameter names is a keyword call, unless the
+   function has one parameter whose type is itself an object (a dict, TypedDict,
+   dataclass or pydantic model): then the object is that parameter's value.
+4. A list, for a function with two or more positional parameters, is positional.
+5. Anything else is the value of the first parameter.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from .schema import Signature
 
 
 class RequestError(Exception):
-    """The request cannot be read as a call; answered with HTTP 400."""
+    """The request cannot be read as a call (HTTP 400)."""
 
 
-@dataclass(frozen=True)
-class Call:
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+class BindingError(Exception):
+    """The values do not fit the function's parameters (HTTP 422); ``parameter`` names the one at fault."""
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows ``[id, arg, ...]`` of a batch request; ids are echoed back exactly as given."""
+    """Rows of a batch: ids as given, and each row's arguments (a dict by name, or a BindingError)."""
 
-    rows: list[list[Any]]
-
-
-def parse_request(body: bytes, parameter_names: frozenset[str]) -> Call | Batch:
-    """Read a request body as one call or as a batch of calls.
-
-    ``{"data": {...}}`` whose keys are all parameter names of the function is a
-    call with keyword arguments; any other value of ``data`` is the single argument.
-    """
-    data = _data(body)
-    if isinstance(data, list) and data and isinstance(data[0], list):
-        return _batch(data)
-    if isinstance(data, dict) and data and parameter_names.issuperset(data):
-        return Call(kwargs=data)
-    return Call(args=(data,))
+    ids: list[Any]
+    rows: list[dict[str, Any] | BindingError]
 
 
-def _data(body: bytes) -> Any:
+def read_body(body: bytes) -> Any:
+    """The value of ``data`` in a request body."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -48,11 +53,53 @@ def _data(body: bytes) -> Any:
     return payload["data"]
 
 
-def _batch(rows: list[Any]) -> Batch:
-    for index, row in enumerate(rows):
+def is_batch(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and isinstance(data[0], list)
+
+
+def read_batch(data: list[Any], signature: Signature) -> Batch:
+    ids: list[Any] = []
+    rows: list[dict[str, Any] | BindingError] = []
+    for index, row in enumerate(data):
         if not isinstance(row, list) or not row:
             raise RequestError(
                 f"data[{index}] must be a list [id, arg, ...]: in a batch every row starts with its id "
                 f"(got {json.dumps(row)[:80]})"
             )
-    return Batch(rows=rows)
+        ids.append(row[0])
+        try:
+            rows.append(bind(row[1] if len(row) == 2 else row[1:], signature, spread=len(row) > 2))
+        except BindingError as exc:
+            rows.append(exc)
+    return Batch(ids, rows)
+
+
+def bind(data: Any, signature: Signature, spread: bool = False) -> dict[str, Any]:
+    """The arguments, by parameter name, that ``data`` stands for (rules 2-5); ``spread``: a list of arguments."""
+    parameters = signature.parameters
+    if not parameters:
+        return {}
+    if signature.dataframe:
+        return {parameters[0].name: data}
+    if isinstance(data, dict) and data and signature.names.issuperset(data) and not _takes_one_object(signature):
+        return _checked(dict(data), signature)
+    positional = [p for p in parameters if p.positional]
+    if isinstance(data, list) and (spread or len(positional) >= 2):
+        if len(data) > len(positional):
+            raise BindingError(f"{len(data)} values given, and the function takes at most {len(positional)} by position")
+        return _checked({p.name: value for p, value in zip(positional, data)}, signature)
+    return _checked({parameters[0].name: data}, signature)
+
+
+def _takes_one_object(signature: Signature) -> bool:
+    if len(signature.parameters) != 1:
+        return False
+    schema = signature.parameters[0].schema
+    return schema.get("type") == "object" or "properties" in schema
+
+
+def _checked(arguments: dict[str, Any], signature: Signature) -> dict[str, Any]:
+    for parameter in signature.parameters:
+        if parameter.required and parameter.name not in arguments:
+            raise BindingError(f"parameter {parameter.name!r} is required and was not given", parameter.name)
+    return arguments

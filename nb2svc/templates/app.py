@@ -2,6 +2,6 @@
 
 from pathlib import Path
 
-from nb2svc_runtime import create_app
+from nb2svc_runtime.app import create_app
 
 app = create_app(Path(__file__).resolve().parent)

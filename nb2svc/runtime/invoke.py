@@ -1,0 +1,152 @@
+"""Calling an endpoint's function the way a request asks: validate, convert, call; a batch row by row.
+
+Standard library only, with fastjsonschema for validation where it is installed
+(the service's lock always installs it). The builder runs this module in the
+training kernel too, to record ``--example`` answers exactly as the service computes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .envelope import Batch, BindingError, bind, is_batch, read_batch
+from .schema import ANY, Signature
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+class CallFailed(Exception):
+    """The function raised (HTTP 500 for one call, a row error in a batch)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    data: list[list[Any]]  # [[id, result or None], ...] in request order
+    errors: list[list[Any]]  # [[id, {"type", "message"}], ...]
+
+
+class Invoker:
+    """Validates and converts arguments for ``function`` once per parameter, compiled at start-up."""
+
+    def __init__(self, function: Callable[..., Any], signature: Signature) -> None:
+        self.function = function
+        self.signature = signature
+        self._validators = {p.name: _validator(p.schema) for p in signature.parameters if p.schema != ANY}
+
+    def call(self, data: Any) -> Any:
+        """The result for ``{"data": data}`` when it is not a batch; raises BindingError or CallFailed."""
+        return self._call(self.arguments(bind(data, self.signature)))
+
+    def call_batch(self, data: list[Any]) -> BatchAnswer:
+        """``{"data": [[id, args...], ...]}``: a row that fails does not fail the others."""
+        batch = read_batch(data, self.signature)
+        if self.signature.dataframe:
+            return self._dataframe_batch(batch)
+        answers: list[list[Any]] = []
+        errors: list[list[Any]] = []
+        for row_id, row in zip(batch.ids, batch.rows):
+            try:
+                if isinstance(row, BindingError):
+                    raise row
+                answers.append([row_id, self._call(self.arguments(row))])
+            except (BindingError, CallFailed) as exc:
+                answers.append([row_id, None])
+                errors.append([row_id, error_body(exc)])
+        return BatchAnswer(answers, errors)
+
+    def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
+        """Validated and converted keyword arguments; raises BindingError naming the parameter."""
+        converted = {}
+        for parameter in self.signature.parameters:
+            if parameter.name not in bound:
+                continue
+            value = bound[parameter.name]
+            validate = self._validators.get(parameter.name)
+            if validate is not None:
+                validate(parameter.name, value)
+            try:
+                converted[parameter.name] = parameter.convert(value)
+            except Exception as exc:
+                raise BindingError(f"parameter {parameter.name!r}: {type(exc).__name__}: {exc}", parameter.name) from exc
+        return converted
+
+    def _call(self, arguments: dict[str, Any]) -> Any:
+        try:
+            return self.function(**arguments)
+        except Exception as exc:
+            raise CallFailed(exc) from exc
+
+    def _dataframe_batch(self, batch: Batch) -> BatchAnswer:
+        """One call for the whole batch: the rows' records become one table."""
+        name = self.signature.parameters[0].name
+        records = [row[name] for row in batch.rows if not isinstance(row, BindingError)]
+        results = self._call(self.arguments({name: records}))
+        results = list(results.tolist() if hasattr(results, "tolist") else results)
+        if len(results) != len(batch.ids):
+            raise CallFailed(ValueError(f"a batch of {len(batch.ids)} rows gave {len(results)} results"))
+        return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results)], [])
+
+
+def answer(invoker: Invoker, data: Any) -> dict[str, Any]:
+    """The response body for ``{"data": data}``, batch or not; raises BindingError or CallFailed for one call."""
+    if is_batch(data):
+        result = invoker.call_batch(data)
+        return {"data": result.data, "errors": result.errors} if result.errors else {"data": result.data}
+    return {"data": invoker.call(data)}
+
+
+def error_body(exc: BindingError | CallFailed) -> dict[str, Any]:
+    if isinstance(exc, CallFailed):
+        return {"type": type(exc.error).__name__, "message": str(exc.error)}
+    body: dict[str, Any] = {"type": "validation_error", "message": str(exc)}
+    return body | ({"parameter": exc.parameter} if exc.parameter else {})
+
+
+def _validator(schema: dict[str, Any]) -> Callable[[str, Any], None]:
+    try:
+        import fastjsonschema
+    except ImportError:  # only in a training kernel without it: --example values are not validated there
+        return lambda name, value: None
+    check = fastjsonschema.compile(draft7(schema))
+
+    def validate(name: str, value: Any) -> None:
+        try:
+            check(value)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            where = name + (exc.name[4:] if exc.name and exc.name.startswith("data") else "")
+            received = f"{json.dumps(exc.value)[:80]} ({_JSON_TYPES.get(type(exc.value), 'null')})"
+            rule = exc.message.split(" must ", 1)[-1]
+            raise BindingError(f"parameter {where!r} must {rule}; received {received}", name) from None
+
+    return validate
+
+
+def draft7(schema: Any) -> Any:
+    """The 2020-12 schema (as OpenAPI 3.1 wants) in the draft-07 form fastjsonschema validates."""
+    if isinstance(schema, list):
+        return [draft7(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: draft7(value) for key, value in schema.items() if key not in ("prefixItems", "$defs")}
+    if "prefixItems" in schema:
+        converted["items"] = draft7(schema["prefixItems"])
+    if "$defs" in schema:
+        converted["definitions"] = draft7(schema["$defs"])
+    return converted if "$defs" not in schema else _refs_to_definitions(converted)
+
+
+def _refs_to_definitions(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            key: value.replace("#/$defs/", "#/definitions/") if key == "$ref" else _refs_to_definitions(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_refs_to_definitions(item) for item in schema]
+    return schema

@@ -1,0 +1,119 @@
+"""The Open Inference Protocol (KServe v2): tensors in, tensors out, beside Modelbit's routes.
+
+The first dimension of every input tensor is the batch: the function is called
+once per row, each parameter taking its tensor's row (a DataFrame endpoint is
+called once, the tensors being its columns). The results form the tensor "output".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from .endpoint import Endpoint
+from .envelope import BindingError
+from .invoke import CallFailed
+
+_DATATYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
+
+
+class InferError(Exception):
+    """The inference request cannot be answered (HTTP 400, ``{"error": ...}`` as the protocol says)."""
+
+
+def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
+    return {
+        "name": endpoint.name,
+        "versions": [version],
+        "platform": "nb2svc",
+        "inputs": [
+            {"name": p.name, "datatype": _DATATYPES.get(str(p.schema.get("type")), "BYTES"), "shape": [-1]}
+            for p in endpoint.signature.parameters
+        ],
+        "outputs": [
+            {"name": "output", "datatype": _DATATYPES.get(str(endpoint.signature.returns.get("type")), "BYTES"), "shape": [-1]}
+        ],
+    }
+
+
+def infer(endpoint: Endpoint, request: Any, version: str) -> dict[str, Any]:
+    """The response to ``POST /v2/models/<name>/infer``; runs in a worker thread."""
+    columns, rows = _columns(endpoint, request)
+    invoker = endpoint.invoker
+    try:
+        if endpoint.signature.dataframe:
+            records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+            results = invoker.call(records)
+            results = list(results.tolist() if hasattr(results, "tolist") else results)
+        else:
+            results = [invoker.call({name: column[i] for name, column in columns.items()}) for i in range(rows)]
+    except (BindingError, CallFailed) as exc:
+        raise InferError(str(exc)) from exc
+    response = {"model_name": endpoint.name, "model_version": version, "outputs": [_tensor("output", results)]}
+    return response | ({"id": request["id"]} if "id" in request else {})
+
+
+def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], int]:
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
+        raise InferError('an inference request is a JSON object with a non-empty "inputs" list of tensors')
+    names = [p.name for p in endpoint.signature.parameters]
+    tensors = request["inputs"]
+    if len(tensors) == 1 and len(names) == 1 and tensors[0].get("name") not in names:
+        tensors = [{**tensors[0], "name": names[0]}]  # one unnamed input for a one-parameter function
+    columns: dict[str, list[Any]] = {}
+    for tensor in tensors:
+        name = tensor.get("name")
+        if name not in names:
+            raise InferError(f"input {name!r} is not a parameter of {endpoint.name}; its inputs are {names}")
+        columns[name] = _rows(tensor, _wants_string(endpoint, name))
+    counts = {len(column) for column in columns.values()}
+    if len(counts) != 1:
+        raise InferError(f"the inputs' first dimensions differ ({sorted(counts)}): it is the batch size")
+    return columns, counts.pop()
+
+
+def _wants_string(endpoint: Endpoint, name: str) -> bool:
+    return next(p.schema.get("type") == "string" for p in endpoint.signature.parameters if p.name == name)
+
+
+def _rows(tensor: dict[str, Any], wants_string: bool) -> list[Any]:
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if not isinstance(shape, list) or not shape or not isinstance(data, list):
+        raise InferError(f"input {tensor.get('name')!r} needs a shape (a non-empty list) and data (a list)")
+    flat = _flatten(data)
+    if math.prod(shape) != len(flat):
+        raise InferError(f"input {tensor['name']!r} has shape {shape} but {len(flat)} values")
+    if tensor.get("datatype") == "BYTES" and not wants_string:
+        flat = [json.loads(value) if isinstance(value, str) else value for value in flat]
+    return _reshape(flat, shape)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    return [leaf for item in data for leaf in (_flatten(item) if isinstance(item, list) else [item])]
+
+
+def _reshape(flat: list[Any], shape: list[int]) -> list[Any]:
+    if len(shape) == 1:
+        return flat
+    size = math.prod(shape[1:])
+    return [_reshape(flat[i * size:(i + 1) * size], shape[1:]) for i in range(shape[0])]
+
+
+def _tensor(name: str, results: list[Any]) -> dict[str, Any]:
+    plain = [r.tolist() if hasattr(r, "tolist") else r for r in results]
+    shape = [len(plain)]
+    inner = plain
+    while inner and all(isinstance(r, list) for r in inner) and len({len(r) for r in inner}) == 1:
+        shape.append(len(inner[0]))
+        inner = [leaf for r in inner for leaf in r]
+    if all(isinstance(v, bool) for v in inner):
+        datatype = "BOOL"
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in inner):
+        datatype = "INT64"
+    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in inner):
+        datatype = "FP64"
+    else:
+        datatype = "BYTES"
+        inner = [v if isinstance(v, str) else json.dumps(v, default=str) for v in inner]
+    return {"name": name, "datatype": datatype, "shape": shape, "data": inner}

@@ -1,0 +1,105 @@
+"""The OpenAPI 3.1 description of a service, made once at start-up from its endpoints and examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .endpoint import Endpoint
+from .schema import Signature
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}, "parameter": {"type": "string"}},
+        }
+    },
+}
+_BATCH = {
+    "type": "array",
+    "description": "a batch: each row is [id, args...]; answered as [[id, result], ...] in request order",
+    "items": {"type": "array", "minItems": 1},
+}
+
+
+def openapi(manifest: dict[str, Any], endpoints: list[Endpoint]) -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/health": {"get": {"summary": "The process is alive", "responses": {"200": _json_response("alive", {})}}},
+    }
+    for endpoint in endpoints:
+        paths[f"/v1/{endpoint.name}/latest"] = {"post": _predict(endpoint)}
+        paths[f"/v1/{endpoint.name}/info"] = {
+            "get": {"summary": f"Provenance of {endpoint.name}", "responses": {"200": _json_response("provenance", {})}}
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": manifest["name"],
+            "version": manifest["version"],
+            "description": f"Built by nb2svc {manifest['nb2svc_version']} from {manifest['notebook']['file']}.",
+        },
+        "paths": paths,
+        "components": {"schemas": {"Error": _ERROR}},
+    }
+
+
+def reading(signature: Signature, name: str) -> str:
+    """How the endpoint reads ``data``, in words (shown on the docs page)."""
+    params = [p.name for p in signature.parameters]
+    if signature.dataframe:
+        return f'{{"data": [{{...}}, ...]}} (records) becomes one DataFrame: {name}(table); a batch is one call'
+    if not params:
+        return f'{{"data": null}} calls {name}()'
+    if len(params) == 1:
+        return f'{{"data": x}} calls {name}(x)'
+    keywords = ", ".join(f'"{p}": ...' for p in params)
+    return f'{{"data": [{", ".join(params)}]}} by position, or {{"data": {{{keywords}}}}} by name'
+
+
+def _predict(endpoint: Endpoint) -> dict[str, Any]:
+    signature = endpoint.signature
+    examples = {
+        f"example {number}": {"value": example["request"], "summary": f"recorded answer: {example['response']}"}
+        for number, example in enumerate(endpoint.described.get("examples", []), start=1)
+    }
+    media: dict[str, Any] = {"schema": _request(signature)}
+    if examples:
+        media["examples"] = examples
+    return {
+        "operationId": endpoint.name,
+        "summary": f"{endpoint.name}{endpoint.described.get('signature', '()')}",
+        "description": (endpoint.described.get("doc") or "") + f"\n\nReads: {reading(signature, endpoint.name)}",
+        "x-nb2svc-reading": reading(signature, endpoint.name),
+        "requestBody": {"required": True, "content": {"application/json": media}},
+        "responses": {
+            "200": _json_response("the answer", {"type": "object", "properties": {"data": {}, "errors": {"type": "array"}}}),
+            "400": _json_response("the body is not a request", {"$ref": "#/components/schemas/Error"}),
+            "422": _json_response("a value does not fit its parameter", {"$ref": "#/components/schemas/Error"}),
+            "500": _json_response("the function raised, or its result cannot be encoded", {"$ref": "#/components/schemas/Error"}),
+        },
+    }
+
+
+def _request(signature: Signature) -> dict[str, Any]:
+    parameters = signature.parameters
+    forms: list[dict[str, Any]] = []
+    if len(parameters) == 1:
+        forms.append(parameters[0].schema or {"description": "any JSON value"})
+    elif parameters:
+        forms.append({
+            "type": "object",
+            "properties": {p.name: p.schema for p in parameters},
+            "required": [p.name for p in parameters if p.required],
+        })
+        positional = [p for p in parameters if p.positional]
+        forms.append({"type": "array", "prefixItems": [p.schema for p in positional], "maxItems": len(positional)})
+    forms.append(_BATCH)
+    data = forms[0] if len(forms) == 1 else {"anyOf": forms}
+    return {"type": "object", "required": ["data"], "properties": {"data": data}}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}

@@ -1,0 +1,197 @@
+"""JSON Schemas from an endpoint's type hints, and how each parameter's JSON value becomes its Python value.
+
+Standard library only: numpy, pandas and pydantic types are recognised by name,
+never imported here. The builder runs this module in the training kernel too,
+so the manifest's schemas and the service's are made by the same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import inspect
+import sys
+import types
+import typing
+from typing import Any, Callable
+
+ANY: dict[str, Any] = {}  # an unannotated parameter accepts any JSON value
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    name: str
+    schema: dict[str, Any]
+    required: bool
+    default: Any
+    positional: bool  # can be given by position
+    convert: Callable[[Any], Any]  # JSON value -> what the function expects
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    parameters: tuple[Parameter, ...]
+    returns: dict[str, Any]
+    dataframe: bool  # one parameter, a pandas DataFrame: a batch is one call
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.parameters)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parameters": [
+                {"name": p.name, "schema": p.schema, "required": p.required}
+                | ({} if p.required or not _jsonable(p.default) else {"default": p.default})
+                for p in self.parameters
+            ],
+            "returns": self.returns,
+            "dataframe": self.dataframe,
+        }
+
+
+def read_signature(function: Callable[..., Any]) -> Signature:
+    """The parameters of ``function`` with their schemas and converters, and the schema of its result."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return Signature((), ANY, False)
+    hints = _hints(function)
+    parameters = tuple(
+        _parameter(p, hints.get(p.name, inspect.Parameter.empty))
+        for p in signature.parameters.values()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    )
+    dataframe = len(parameters) == 1 and _is_dataframe(hints.get(parameters[0].name))
+    returns = schema_for(hints["return"]) if "return" in hints else ANY
+    return Signature(parameters, returns, dataframe)
+
+
+def _hints(function: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(function, include_extras=False)
+    except Exception:  # unresolvable string annotations: treat them as unannotated
+        return {}
+
+
+def _parameter(parameter: inspect.Parameter, annotation: Any) -> Parameter:
+    schema = ANY if annotation is inspect.Parameter.empty else schema_for(annotation)
+    required = parameter.default is inspect.Parameter.empty
+    if not required and _jsonable(parameter.default):
+        schema = {**schema, "default": parameter.default}
+    return Parameter(
+        name=parameter.name,
+        schema=schema,
+        required=required,
+        default=parameter.default,
+        positional=parameter.kind != inspect.Parameter.KEYWORD_ONLY,
+        convert=_converter(annotation),
+    )
+
+
+def schema_for(annotation: Any) -> dict[str, Any]:
+    """The JSON Schema of the JSON values that stand for ``annotation``."""
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return ANY
+    if annotation is None or annotation is type(None):
+        return {"type": "null"}
+    simple = _SIMPLE.get(annotation)
+    if simple is not None:
+        return dict(simple)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+        return {"anyOf": [schema_for(arg) for arg in args]}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (list, set, frozenset) or annotation in (list, set, frozenset):
+        return {"type": "array", "items": schema_for(args[0])} if args else {"type": "array"}
+    if origin is tuple or annotation is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": schema_for(args[0])}
+        if args:
+            items = [schema_for(arg) for arg in args]
+            return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
+        return {"type": "array"}
+    if origin is dict or annotation is dict:
+        return {"type": "object", "additionalProperties": schema_for(args[1])} if args else {"type": "object"}
+    if typing.is_typeddict(annotation):
+        fields = typing.get_type_hints(annotation)
+        return {
+            "type": "object",
+            "title": annotation.__name__,
+            "properties": {name: schema_for(hint) for name, hint in fields.items()},
+            "required": sorted(getattr(annotation, "__required_keys__", fields)),
+        }
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        fields = typing.get_type_hints(annotation)
+        return {
+            "type": "object",
+            "title": annotation.__name__,
+            "properties": {f.name: schema_for(fields.get(f.name, Any)) for f in dataclasses.fields(annotation)},
+            "required": [
+                f.name for f in dataclasses.fields(annotation)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            ],
+        }
+    if hasattr(annotation, "model_json_schema"):  # a pydantic model
+        return dict(annotation.model_json_schema())
+    if _is_dataframe(annotation):
+        return {"type": "array", "items": {"type": "object"}, "description": "a table: one object per row (records)"}
+    if _named(annotation, "numpy", "ndarray"):
+        return {"type": "array", "description": "a numpy array, as nested lists"}
+    return ANY
+
+
+_SIMPLE: dict[Any, dict[str, Any]] = {
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    str: {"type": "string"},
+    bool: {"type": "boolean"},
+    bytes: {"type": "string", "contentEncoding": "base64"},
+    decimal.Decimal: {"type": ["number", "string"]},
+    datetime.datetime: {"type": "string", "format": "date-time"},
+    datetime.date: {"type": "string", "format": "date"},
+}
+
+
+def _converter(annotation: Any) -> Callable[[Any], Any]:
+    """From a JSON value that passed validation to what ``annotation`` asks for."""
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return lambda value: annotation(**value)
+    if hasattr(annotation, "model_validate"):
+        return annotation.model_validate
+    if _named(annotation, "numpy", "ndarray"):
+        return sys.modules["numpy"].asarray  # loaded already: the endpoint's own annotation refers to it
+    if _is_dataframe(annotation):
+        return lambda value: _frame(annotation, value)
+    origin = typing.get_origin(annotation) or annotation
+    if origin is tuple:
+        return tuple
+    if origin in (set, frozenset):
+        return origin
+    if annotation is float:
+        return lambda value: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _frame(frame_type: Any, records: Any) -> Any:
+    return frame_type.from_records([records] if isinstance(records, dict) else records)
+
+
+def _is_dataframe(annotation: Any) -> bool:
+    return _named(annotation, "pandas", "DataFrame")
+
+
+def _named(annotation: Any, package: str, name: str) -> bool:
+    return isinstance(annotation, type) and annotation.__name__ == name and annotation.__module__.split(".")[0] == package
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool)) or (
+        isinstance(value, (list, dict)) and not value
+    )
