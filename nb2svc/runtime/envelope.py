@@ -9,7 +9,8 @@ The rules, in order, for the value of ``data``:
 3. An object whose keys are all parameter names is a keyword call, unless the
    function has one parameter whose type is itself an object (a dict, TypedDict,
    dataclass or pydantic model): then the object is that parameter's value.
-4. A list, for a function with two or more positional parameters, is positional.
+4. A list, for a function with two or more positional parameters whose first
+   parameter is not itself a list (an array type), is positional.
 5. Anything else is the value of the first parameter.
 """
 
@@ -84,11 +85,17 @@ def bind(data: Any, signature: Signature, spread: bool = False) -> dict[str, Any
     if isinstance(data, dict) and data and signature.names.issuperset(data) and not _takes_one_object(signature):
         return _checked(dict(data), signature)
     positional = [p for p in parameters if p.positional]
-    if isinstance(data, list) and (spread or len(positional) >= 2):
+    if isinstance(data, list) and (spread or spreads_lists(signature)):
         if len(data) > len(positional):
             raise BindingError(f"{len(data)} values given, and the function takes at most {len(positional)} by position")
         return _checked({p.name: value for p, value in zip(positional, data)}, signature)
     return _checked({parameters[0].name: data}, signature)
+
+
+def spreads_lists(signature: Signature) -> bool:
+    """Rule 4: is a list of values read as positional arguments?"""
+    positional = [p for p in signature.parameters if p.positional]
+    return len(positional) >= 2 and positional[0].schema.get("type") != "array"
 
 
 def _takes_one_object(signature: Signature) -> bool:

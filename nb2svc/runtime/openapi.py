@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .endpoint import Endpoint
+from .envelope import spreads_lists
 from .schema import Signature
 
 _ERROR = {
@@ -56,6 +57,8 @@ def reading(signature: Signature, name: str) -> str:
     if len(params) == 1:
         return f'{{"data": x}} calls {name}(x)'
     keywords = ", ".join(f'"{p}": ...' for p in params)
+    if not spreads_lists(signature):
+        return f'{{"data": x}} calls {name}(x), or {{"data": {{{keywords}}}}} by name'
     return f'{{"data": [{", ".join(params)}]}} by position, or {{"data": {{{keywords}}}}} by name'
 
 
@@ -95,7 +98,10 @@ def _request(signature: Signature) -> dict[str, Any]:
             "required": [p.name for p in parameters if p.required],
         })
         positional = [p for p in parameters if p.positional]
-        forms.append({"type": "array", "prefixItems": [p.schema for p in positional], "maxItems": len(positional)})
+        if spreads_lists(signature):
+            forms.append({"type": "array", "prefixItems": [p.schema for p in positional], "maxItems": len(positional)})
+        else:
+            forms.append(parameters[0].schema)
     forms.append(_BATCH)
     data = forms[0] if len(forms) == 1 else {"anyOf": forms}
     return {"type": "object", "required": ["data"], "properties": {"data": data}}

@@ -129,10 +129,7 @@ def schema_for(annotation: Any) -> dict[str, Any]:
             "type": "object",
             "title": annotation.__name__,
             "properties": {f.name: schema_for(fields.get(f.name, Any)) for f in dataclasses.fields(annotation)},
-            "required": [
-                f.name for f in dataclasses.fields(annotation)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            ],
+            "required": [f.name for f in dataclasses.fields(annotation) if _missing(f.default) and _missing(f.default_factory)],
         }
     if hasattr(annotation, "model_json_schema"):  # a pydantic model
         return dict(annotation.model_json_schema())
@@ -153,6 +150,11 @@ _SIMPLE: dict[Any, dict[str, Any]] = {
     datetime.datetime: {"type": "string", "format": "date-time"},
     datetime.date: {"type": "string", "format": "date"},
 }
+
+
+def _missing(value: Any) -> bool:
+    # Not ``is dataclasses.MISSING``: a dataclass pickled by value comes back with a copy of that sentinel.
+    return isinstance(value, type(dataclasses.MISSING))
 
 
 def _converter(annotation: Any) -> Callable[[Any], Any]:
