@@ -1,8 +1,9 @@
 """The Open Inference Protocol (KServe v2): tensors in, tensors out, beside Modelbit's routes.
 
 The first dimension of every input tensor is the batch: the function is called
-once per row, each parameter taking its tensor's row (a DataFrame endpoint is
-called once, the tensors being its columns). The results form the tensor "output".
+once per row, each parameter taking its tensor's row. A DataFrame endpoint is
+called once, the tensors being the table's columns (named as in the notebook's
+own calls). The results form the tensor "output".
 """
 
 from __future__ import annotations
@@ -22,15 +23,26 @@ class InferError(Exception):
     """The inference request cannot be answered (HTTP 400, ``{"error": ...}`` as the protocol says)."""
 
 
+_FRAME_DATATYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32": "FP32", "bool": "BOOL"}
+
+
 def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
+    frame = endpoint.described.get("dataframe")
+    if endpoint.signature.dataframe and frame:
+        inputs = [
+            {"name": column, "datatype": _FRAME_DATATYPES.get(frame["dtypes"].get(column, ""), "BYTES"), "shape": [-1]}
+            for column in frame["columns"]
+        ]
+    else:
+        inputs = [
+            {"name": p.name, "datatype": _DATATYPES.get(str(p.schema.get("type")), "BYTES"), "shape": [-1]}
+            for p in endpoint.signature.parameters
+        ]
     return {
         "name": endpoint.name,
         "versions": [version],
         "platform": "nb2svc",
-        "inputs": [
-            {"name": p.name, "datatype": _DATATYPES.get(str(p.schema.get("type")), "BYTES"), "shape": [-1]}
-            for p in endpoint.signature.parameters
-        ],
+        "inputs": inputs,
         "outputs": [
             {"name": "output", "datatype": _DATATYPES.get(str(endpoint.signature.returns.get("type")), "BYTES"), "shape": [-1]}
         ],
@@ -59,14 +71,15 @@ def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], in
         raise InferError('an inference request is a JSON object with a non-empty "inputs" list of tensors')
     names = [p.name for p in endpoint.signature.parameters]
     tensors = request["inputs"]
-    if len(tensors) == 1 and len(names) == 1 and tensors[0].get("name") not in names:
+    dataframe = endpoint.signature.dataframe
+    if len(tensors) == 1 and len(names) == 1 and tensors[0].get("name") not in names and not dataframe:
         tensors = [{**tensors[0], "name": names[0]}]  # one unnamed input for a one-parameter function
     columns: dict[str, list[Any]] = {}
     for tensor in tensors:
         name = tensor.get("name")
-        if name not in names:
+        if not isinstance(name, str) or (name not in names and not dataframe):
             raise InferError(f"input {name!r} is not a parameter of {endpoint.name}; its inputs are {names}")
-        columns[name] = _rows(tensor, _wants_string(endpoint, name))
+        columns[name] = _rows(tensor, dataframe or _wants_string(endpoint, name))
     counts = {len(column) for column in columns.values()}
     if len(counts) != 1:
         raise InferError(f"the inputs' first dimensions differ ({sorted(counts)}): it is the batch size")
