@@ -179,7 +179,11 @@ def _fill(name: str, manifest: dict[str, Any]) -> str:
 
 
 def _endpoint_section(endpoint: dict[str, Any]) -> str:
+    examples = endpoint["examples"]
+    body = json.dumps(examples[0]["request"]).replace("'", "'\\''") if examples else '{"data": ...}'
+    answer = f"    # {json.dumps(examples[0]['response'])}\n" if examples else ""
     return (
         f"### `{endpoint['name']}{endpoint['signature']}`\n\n"
-        f"    curl -s -X POST localhost:8000{endpoint['route']} -H 'Content-Type: application/json' -d '{{\"data\": ...}}'\n\n"
+        f"    curl -s -X POST localhost:8000{endpoint['route']} -H 'Content-Type: application/json' -d '{body}'\n"
+        f"{answer}\n"
     )
