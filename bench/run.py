@@ -80,6 +80,7 @@ def main() -> None:
             finally:
                 process.send_signal(signal.SIGTERM)
                 process.wait()
+    subprocess.run([str(BIN / "python"), str(Path(__file__).with_name("asgi.py")), str(service)], check=True)
     print(f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s on CPU {WRK_CPU}, one uvicorn worker on CPU {SERVER_CPU}, "
           f"{ROUNDS} alternating rounds, median requests/s")
     for label in BODIES:

@@ -10,11 +10,9 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import oip
 from .drift import check_environment
@@ -35,74 +33,95 @@ def create_app(service_dir: str | Path) -> Starlette:
     drift = check_environment(manifest)
     endpoints = {described["name"]: load_endpoint(service_dir, described) for described in manifest["endpoints"]}
     version = manifest.get("version", "1")
-    spec = encode_json(openapi(manifest, list(endpoints.values())))
+    answer_json = _Answers(version)
+    spec = openapi(manifest, list(endpoints.values()))
+    # The predict routes first: the router tries routes in order, and they carry the traffic.
     routes = [
-        Route("/health", _static({"status": "ok"})),
-        Route("/openapi.json", lambda request: Response(spec, media_type="application/json")),
-        Route("/docs", lambda request: HTMLResponse(_DOCS)),
-        Route("/v2", _static({"name": manifest["name"], "version": version, "extensions": []})),
-        Route("/v2/health/live", _static({"live": True})),
-        Route("/v2/health/ready", _static({"ready": True})),
+        Route(f"/v1/{e.name}/latest", _predict(e, answer_json), methods=["POST"]) for e in endpoints.values()
+    ]
+    routes += [
+        Route("/health", answer_json.static({"status": "ok"})),
+        Route("/openapi.json", answer_json.static(spec)),
+        Route("/docs", answer_json.static_html(_DOCS)),
+        Route("/v2", answer_json.static({"name": manifest["name"], "version": version, "extensions": []})),
+        Route("/v2/health/live", answer_json.static({"live": True})),
+        Route("/v2/health/ready", answer_json.static({"ready": True})),
     ]
     for endpoint in endpoints.values():
         routes += [
-            Route(f"/v1/{endpoint.name}/{{version}}", _predict(endpoint, version), methods=["POST"]),
-            Route(f"/v1/{endpoint.name}/info", _static(_info(manifest, endpoint))),
-            Route(f"/v2/models/{endpoint.name}", _static(oip.metadata(endpoint, version))),
-            Route(f"/v2/models/{endpoint.name}/ready", _static({"name": endpoint.name, "ready": True})),
-            Route(f"/v2/models/{endpoint.name}/infer", _infer(endpoint, version), methods=["POST"]),
+            Route(f"/v1/{endpoint.name}/info", answer_json.static(_info(manifest, endpoint))),
+            Route(f"/v1/{endpoint.name}/{{version}}", _predict(endpoint, answer_json), methods=["POST"]),
+            Route(f"/v2/models/{endpoint.name}", answer_json.static(oip.metadata(endpoint, version))),
+            Route(f"/v2/models/{endpoint.name}/ready", answer_json.static({"name": endpoint.name, "ready": True})),
+            Route(f"/v2/models/{endpoint.name}/infer", _infer(endpoint, answer_json), methods=["POST"]),
         ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={HTTPException: http_error},
-        middleware=[Middleware(ModelVersionHeader, version=version)],
-    )
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.answers = answer_json
     app.state.manifest = manifest
     app.state.drift = drift
     app.state.known_routes = ", ".join(f"POST /v1/{name}/latest" for name in endpoints)
     return app
 
 
-def _static(payload: Any) -> Any:
-    body = encode_json(payload)
+class _Answers:
+    """Every answer of one service: JSON (or the docs page) with the ``X-Model-Version`` header."""
 
-    async def respond(request: Request) -> Response:
-        return Response(body, media_type="application/json")
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.headers = {"X-Model-Version": version}
 
-    return respond
+    def json(self, payload: Any, status: int = 200) -> Response:
+        return Response(encode_json(payload), status_code=status, media_type="application/json", headers=self.headers)
+
+    def error(self, status: int, error_type: str, message: str, **extra: Any) -> Response:
+        return self.json({"error": {"type": error_type, "message": message, **extra}}, status)
+
+    def static(self, payload: Any) -> Any:
+        body = encode_json(payload)
+
+        async def respond(request: Request) -> Response:
+            return Response(body, media_type="application/json", headers=self.headers)
+
+        return respond
+
+    def static_html(self, page: str) -> Any:
+        async def respond(request: Request) -> Response:
+            return HTMLResponse(page, headers=self.headers)
+
+        return respond
 
 
-def _predict(endpoint: Endpoint, version: str) -> Any:
+def _predict(endpoint: Endpoint, answers: _Answers) -> Any:
     async def predict(request: Request) -> Response:
-        asked = request.path_params["version"]
-        if asked not in ("latest", version):
-            return error_response(404, "not_found", f"{endpoint.name} has no version {asked!r}: use 'latest' or {version!r}")
+        asked = request.path_params.get("version", "latest")
+        if asked != "latest" and asked != answers.version:
+            return answers.error(404, "not_found", f"{endpoint.name} has no version {asked!r}: use 'latest' or {answers.version!r}")
         try:
-            return json_response(await run_in_threadpool(answer, endpoint.invoker, read_body(await request.body())))
+            return answers.json(await run_in_threadpool(answer, endpoint.invoker, read_body(await request.body())))
         except RequestError as exc:
-            return error_response(400, "bad_request", str(exc))
+            return answers.error(400, "bad_request", str(exc))
         except BindingError as exc:
-            return error_response(422, "validation_error", str(exc), **({"parameter": exc.parameter} if exc.parameter else {}))
+            return answers.error(422, "validation_error", str(exc), **({"parameter": exc.parameter} if exc.parameter else {}))
         except CallFailed as exc:
             logger.error("%s raised %s", endpoint.name, type(exc.error).__name__, exc_info=exc.error)
-            return error_response(500, type(exc.error).__name__, f"{endpoint.name} raised: {exc.error}")
+            return answers.error(500, type(exc.error).__name__, f"{endpoint.name} raised: {exc.error}")
         except EncodeError as exc:
-            return error_response(500, "unencodable_result", f"{endpoint.name} returned a value that {exc}")
+            return answers.error(500, "unencodable_result", f"{endpoint.name} returned a value that {exc}")
 
     return predict
 
 
-def _infer(endpoint: Endpoint, version: str) -> Any:
+def _infer(endpoint: Endpoint, answers: _Answers) -> Any:
     async def infer(request: Request) -> Response:
         try:
             body = json.loads(await request.body())
-            return json_response(await run_in_threadpool(oip.infer, endpoint, body, version))
+            return answers.json(await run_in_threadpool(oip.infer, endpoint, body, answers.version))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return json_response({"error": f"the request body is not valid JSON ({exc})"}, 400)
+            return answers.json({"error": f"the request body is not valid JSON ({exc})"}, 400)
         except oip.InferError as exc:
-            return json_response({"error": str(exc)}, 400)
+            return answers.json({"error": str(exc)}, 400)
         except EncodeError as exc:
-            return json_response({"error": f"{endpoint.name} returned a value that {exc}"}, 500)
+            return answers.json({"error": f"{endpoint.name} returned a value that {exc}"}, 500)
 
     return infer
 
@@ -125,40 +144,13 @@ def _info(manifest: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
-class ModelVersionHeader:
-    """Adds ``X-Model-Version`` to every answer."""
-
-    def __init__(self, app: ASGIApp, version: str) -> None:
-        self.app = app
-        self.header = (b"x-model-version", version.encode())
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), self.header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
-
-
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{exc.detail}: {request.method} {request.url.path}"
     if exc.status_code in (404, 405):
         message += f". This service answers GET /health, GET /docs and {request.app.state.known_routes}"
-    return error_response(exc.status_code, _HTTP_ERROR_TYPES.get(exc.status_code, "http_error"), message)
+    answers: _Answers = request.app.state.answers
+    return answers.error(exc.status_code, _HTTP_ERROR_TYPES.get(exc.status_code, "http_error"), message)
 
 
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed"}
-
-
-def error_response(status: int, error_type: str, message: str, **extra: Any) -> Response:
-    return json_response({"error": {"type": error_type, "message": message, **extra}}, status)
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(encode_json(payload), status_code=status, media_type="application/json")

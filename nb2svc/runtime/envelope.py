@@ -82,31 +82,18 @@ def bind(data: Any, signature: Signature, spread: bool = False) -> dict[str, Any
         return {}
     if signature.dataframe:
         return {parameters[0].name: data}
-    if isinstance(data, dict) and data and signature.names.issuperset(data) and not _takes_one_object(signature):
-        return _checked(dict(data), signature)
-    positional = [p for p in parameters if p.positional]
-    if isinstance(data, list) and (spread or spreads_lists(signature)):
+    if type(data) is dict and data and not signature.takes_one_object and signature.names.issuperset(data):
+        return _checked(data, signature)
+    if type(data) is list and (spread or signature.spreads_lists):
+        positional = signature.positional
         if len(data) > len(positional):
             raise BindingError(f"{len(data)} values given, and the function takes at most {len(positional)} by position")
         return _checked({p.name: value for p, value in zip(positional, data)}, signature)
     return _checked({parameters[0].name: data}, signature)
 
 
-def spreads_lists(signature: Signature) -> bool:
-    """Rule 4: is a list of values read as positional arguments?"""
-    positional = [p for p in signature.parameters if p.positional]
-    return len(positional) >= 2 and positional[0].schema.get("type") != "array"
-
-
-def _takes_one_object(signature: Signature) -> bool:
-    if len(signature.parameters) != 1:
-        return False
-    schema = signature.parameters[0].schema
-    return schema.get("type") == "object" or "properties" in schema
-
-
 def _checked(arguments: dict[str, Any], signature: Signature) -> dict[str, Any]:
-    for parameter in signature.parameters:
-        if parameter.required and parameter.name not in arguments:
-            raise BindingError(f"parameter {parameter.name!r} is required and was not given", parameter.name)
+    for name in signature.required:
+        if name not in arguments:
+            raise BindingError(f"parameter {name!r} is required and was not given", name)
     return arguments

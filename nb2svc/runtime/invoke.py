@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .envelope import Batch, BindingError, bind, is_batch, read_batch
-from .schema import ANY, Signature
+from .schema import ANY, Signature, unchanged
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
@@ -38,6 +38,8 @@ class Invoker:
         self.function = function
         self.signature = signature
         self._validators = {p.name: _validator(p.schema) for p in signature.parameters if p.schema != ANY}
+        # Nothing to validate or convert (an unannotated function): the bound values are the arguments.
+        self._as_bound = not self._validators and all(p.convert is unchanged for p in signature.parameters)
 
     def call(self, data: Any) -> Any:
         """The result for ``{"data": data}`` when it is not a batch; raises BindingError or CallFailed."""
@@ -62,14 +64,15 @@ class Invoker:
 
     def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         """Validated and converted keyword arguments; raises BindingError naming the parameter."""
+        if self._as_bound:
+            return bound
         converted = {}
         for parameter in self.signature.parameters:
             if parameter.name not in bound:
                 continue
             value = bound[parameter.name]
-            validate = self._validators.get(parameter.name)
-            if validate is not None:
-                validate(parameter.name, value)
+            if parameter.name in self._validators:
+                self._validators[parameter.name](parameter.name, value)
             try:
                 converted[parameter.name] = parameter.convert(value)
             except Exception as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from .endpoint import Endpoint
-from .envelope import spreads_lists
 from .schema import Signature
 
 _ERROR = {
@@ -57,7 +56,7 @@ def reading(signature: Signature, name: str) -> str:
     if len(params) == 1:
         return f'{{"data": x}} calls {name}(x)'
     keywords = ", ".join(f'"{p}": ...' for p in params)
-    if not spreads_lists(signature):
+    if not signature.spreads_lists:
         return f'{{"data": x}} calls {name}(x), or {{"data": {{{keywords}}}}} by name'
     return f'{{"data": [{", ".join(params)}]}} by position, or {{"data": {{{keywords}}}}} by name'
 
@@ -98,7 +97,7 @@ def _request(signature: Signature) -> dict[str, Any]:
             "required": [p.name for p in parameters if p.required],
         })
         positional = [p for p in parameters if p.positional]
-        if spreads_lists(signature):
+        if signature.spreads_lists:
             forms.append({"type": "array", "prefixItems": [p.schema for p in positional], "maxItems": len(positional)})
         else:
             forms.append(parameters[0].schema)

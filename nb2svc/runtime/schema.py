@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import decimal
 import inspect
 import sys
@@ -35,9 +36,31 @@ class Signature:
     returns: dict[str, Any]
     dataframe: bool  # one parameter, a pandas DataFrame: a batch is one call
 
-    @property
+    # Worked out once, not per request:
+    @functools.cached_property
     def names(self) -> frozenset[str]:
         return frozenset(p.name for p in self.parameters)
+
+    @functools.cached_property
+    def positional(self) -> tuple[Parameter, ...]:
+        return tuple(p for p in self.parameters if p.positional)
+
+    @functools.cached_property
+    def spreads_lists(self) -> bool:
+        """Is a list of values read as positional arguments? (two or more, the first not itself a list)"""
+        return len(self.positional) >= 2 and self.positional[0].schema.get("type") != "array"
+
+    @functools.cached_property
+    def takes_one_object(self) -> bool:
+        """One parameter whose value is itself an object (dict, TypedDict, dataclass, pydantic model)."""
+        if len(self.parameters) != 1:
+            return False
+        schema = self.parameters[0].schema
+        return schema.get("type") == "object" or "properties" in schema
+
+    @functools.cached_property
+    def required(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters if p.required)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,10 +197,10 @@ def _converter(annotation: Any) -> Callable[[Any], Any]:
         return origin
     if annotation is float:
         return lambda value: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    return _same
+    return unchanged
 
 
-def _same(value: Any) -> Any:
+def unchanged(value: Any) -> Any:
     return value
 
 
