@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -21,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from nb2svc.errors import ServiceDidNotStart, VerifyEnvironmentFailed, VerifyMismatch
+from nb2svc.runtime.compare import compare
 from nb2svc.serve import check_service_dir
 
-REL_TOLERANCE = 1e-6  # floats compare with math.isclose(rel_tol=1e-6, abs_tol=1e-9); all else exactly
-ABS_TOLERANCE = 1e-9
 START_TIMEOUT = 120.0
 
 
@@ -218,24 +216,3 @@ def _post(url: str, body: Any) -> Any:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return {"http_status": exc.code, **json.loads(exc.read() or b"{}")}
-
-
-def compare(expected: Any, actual: Any, path: str = "") -> str | None:
-    """None if ``actual`` matches ``expected``: floats within tolerance, everything else exactly."""
-    where = path or "the answer"
-    if isinstance(expected, float) or (isinstance(actual, float) and isinstance(expected, int)):
-        if isinstance(actual, (int, float)) and not isinstance(actual, bool) and not isinstance(expected, bool):
-            if math.isclose(expected, actual, rel_tol=REL_TOLERANCE, abs_tol=ABS_TOLERANCE):
-                return None
-        return f"{where}: expected {expected!r}, got {actual!r}"
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        if expected.keys() != actual.keys():
-            return f"{where}: expected keys {sorted(expected)}, got {sorted(actual)}"
-        return next((d for k in expected if (d := compare(expected[k], actual[k], f"{path}.{k}" if path else k))), None)
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(expected) != len(actual):
-            return f"{where}: expected {len(expected)} items, got {len(actual)}"
-        return next((d for i, (e, a) in enumerate(zip(expected, actual)) if (d := compare(e, a, f"{path}[{i}]"))), None)
-    if type(expected) is not type(actual) or expected != actual:
-        return f"{where}: expected {expected!r}, got {actual!r}"
-    return None

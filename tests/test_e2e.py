@@ -102,3 +102,20 @@ def test_failed_build_in_a_subprocess_exits_with_its_code(installed: Path, tmp_p
     assert done.returncode == 5
     assert json.loads(done.stdout)["error"]["cell"] == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_corrupt_artifact_leaves_the_server_up_and_honest(
+    installed: Path, lr_service: Path, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    service = Path(shutil.copytree(lr_service, tmp_path / "service"))
+    artifact = service / "artifacts" / "my_lr_deployement.pkl"
+    artifact.write_bytes(artifact.read_bytes()[:-20])  # truncated on disk
+    command = [str(installed / "nb2svc"), "serve", str(service), "--port", str(unused_tcp_port)]
+    with running_server(command, unused_tcp_port) as base:
+        assert httpx.get(f"{base}/health").status_code == 200
+        ready = httpx.get(f"{base}/ready")
+        assert ready.status_code == 503
+        assert "does not match the manifest (sha256" in ready.json()["error"]["message"]
+        predict = httpx.post(f"{base}/v1/my_lr_deployement/latest", json={"data": 3})
+        assert predict.status_code == 503 and predict.json() == ready.json()
+        assert httpx.get(f"{base}/health").status_code == 200  # still up after answering

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import re
 import sys
 from importlib.metadata import version
@@ -17,7 +18,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from nb2svc.runtime.app import create_app
-from nb2svc.runtime.drift import IncompatibleEnvironment
 
 
 def make_service(directory: Path, pins: dict[str, str] | None = None, **functions: Callable[..., Any]) -> Path:
@@ -193,29 +193,72 @@ def test_get_on_predict_route_is_405(client: TestClient) -> None:
     assert client.get("/v1/double/latest").status_code == 405
 
 
-def test_tampered_artifact_is_refused(tmp_path: Path) -> None:
+def assert_up_but_not_ready(service: Path, reason: str) -> None:
+    """The process stays up: /health 200; /ready and the predict routes 503, with the same reason."""
+    with TestClient(create_app(service)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert reason in ready.json()["error"]["message"]
+        predict = post(client, "double", {"data": 1})
+        assert predict.status_code == 503
+        assert predict.json() == ready.json()
+
+
+def edit_manifest(service: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    manifest = json.loads((service / "manifest.json").read_text())
+    change(manifest)
+    (service / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_loaded_service_is_ready(client: TestClient) -> None:
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+def test_a_tampered_artifact_is_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     service = make_service(tmp_path, double=double)
     (service / "artifacts" / "double.pkl").write_bytes(cloudpickle.dumps(fails))
-    with pytest.raises(RuntimeError, match="does not match the manifest"):
-        create_app(service)
+    unpickled = []
+    monkeypatch.setattr(pickle, "loads", lambda *args: unpickled.append(args))  # to see that it is never called
+    assert_up_but_not_ready(service, "does not match the manifest (sha256")
+    assert unpickled == []
+
+
+def test_a_missing_artifact(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    (service / "artifacts" / "double.pkl").unlink()
+    assert_up_but_not_ready(service, "the artifact of double is missing")
+
+
+def test_a_corrupt_artifact_whose_digest_was_updated(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    (service / "artifacts" / "double.pkl").write_bytes(b"not a pickle")
+    edit_manifest(service, lambda m: m["endpoints"][0].update(sha256=hashlib.sha256(b"not a pickle").hexdigest()))
+    assert_up_but_not_ready(service, "the model did not load: UnpicklingError")
+
+
+def test_an_artifact_outside_the_service_is_refused(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "service", double=double)
+    edit_manifest(service, lambda m: m["endpoints"][0].update(artifact="../outside.pkl"))
+    assert_up_but_not_ready(service, "which is not in artifacts/: refusing to load it")
+
+
+def test_an_example_answered_differently(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    edit_manifest(service, lambda m: m["endpoints"][0].update(examples=[{"request": {"data": 2}, "response": {"data": 5}}]))
+    assert_up_but_not_ready(service, "example 1 of double ({\"data\": 2}) answers differently from the training kernel: data: expected 5, got 4")
 
 
 def test_another_python_minor_is_refused(tmp_path: Path) -> None:
     service = make_service(tmp_path, double=double)
-    manifest = json.loads((service / "manifest.json").read_text())
-    manifest["python"]["minor"] = "3.7"
-    (service / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IncompatibleEnvironment, match="pickled on Python 3.7 and this is Python 3"):
-        create_app(service)
+    edit_manifest(service, lambda m: m["python"].update(minor="3.7"))
+    assert_up_but_not_ready(service, "pickled on Python 3.7 and this is Python 3")
 
 
 def test_another_cloudpickle_is_refused(tmp_path: Path) -> None:
     service = make_service(tmp_path, double=double)
-    manifest = json.loads((service / "manifest.json").read_text())
-    manifest["cloudpickle_version"] = "0.0.1"
-    (service / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IncompatibleEnvironment, match=f"written by cloudpickle 0.0.1 and this environment has {cloudpickle.__version__}"):
-        create_app(service)
+    edit_manifest(service, lambda m: m.update(cloudpickle_version="0.0.1"))
+    assert_up_but_not_ready(service, f"written by cloudpickle 0.0.1 and this environment has {cloudpickle.__version__}")
 
 
 def test_drifted_pins_are_logged_and_the_service_still_starts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

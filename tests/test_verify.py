@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import nb2svc
 from nb2svc.cli import cli
-from nb2svc.verify import compare
+from nb2svc.runtime.compare import compare
 
 from conftest import FIXTURES, kernel_processes
 

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from . import oip
+from .compare import compare
 from .drift import check_environment
 from .encoding import EncodeError, encode_json
 from .endpoint import Endpoint, load_endpoint
@@ -27,11 +28,22 @@ _DOCS = (Path(__file__).parent / "docs.html").read_text(encoding="utf-8")
 
 
 def create_app(service_dir: str | Path) -> Starlette:
-    """Load every endpoint named in ``service_dir/manifest.json`` and route requests to it."""
+    """Load every endpoint named in ``service_dir/manifest.json``, replay its examples, and route requests to it.
+
+    A service that cannot be trusted (an artifact missing, corrupt or not matching its digest,
+    another Python or cloudpickle, an example answered differently) does not crash: it stays
+    up, ``/health`` answers 200, and ``/ready`` and every other route answer 503 with the reason.
+    """
     service_dir = Path(service_dir)
-    manifest = json.loads((service_dir / "manifest.json").read_text(encoding="utf-8"))
-    drift = check_environment(manifest)
-    endpoints = {described["name"]: load_endpoint(service_dir, described) for described in manifest["endpoints"]}
+    try:
+        manifest = json.loads((service_dir / "manifest.json").read_text(encoding="utf-8"))
+        drift = check_environment(manifest)
+        endpoints = {described["name"]: load_endpoint(service_dir, described) for described in manifest["endpoints"]}
+        replay_examples(endpoints)
+    except Exception as exc:  # whatever it is, the process stays up and says so
+        reason = str(exc) if isinstance(exc, NotReady) else f"the model did not load: {type(exc).__name__}: {exc}"
+        logger.error("not ready: %s", reason)
+        return _unready_app(reason)
     version = manifest.get("version", "1")
     answer_json = _Answers(version)
     spec = openapi(manifest, list(endpoints.values()))
@@ -41,6 +53,7 @@ def create_app(service_dir: str | Path) -> Starlette:
     ]
     routes += [
         Route("/health", answer_json.static({"status": "ok"})),
+        Route("/ready", answer_json.static({"status": "ready"})),
         Route("/openapi.json", answer_json.static(spec)),
         Route("/docs", answer_json.static_html(_DOCS)),
         Route("/v2", answer_json.static({"name": manifest["name"], "version": version, "extensions": []})),
@@ -60,6 +73,42 @@ def create_app(service_dir: str | Path) -> Starlette:
     app.state.manifest = manifest
     app.state.drift = drift
     app.state.known_routes = ", ".join(f"POST /v1/{name}/latest" for name in endpoints)
+    return app
+
+
+class NotReady(Exception):
+    """The model loaded but cannot be trusted to answer (an example answered differently)."""
+
+
+def replay_examples(endpoints: dict[str, Endpoint]) -> None:
+    """Every example recorded in the training kernel, answered here as it was there; else NotReady."""
+    for endpoint in endpoints.values():
+        for number, example in enumerate(endpoint.described.get("examples", []), start=1):
+            try:
+                actual = json.loads(encode_json(answer(endpoint.invoker, example["request"]["data"])))
+            except Exception as exc:
+                raise NotReady(f"example {number} of {endpoint.name} failed: {type(exc).__name__}: {exc}") from exc
+            difference = compare(example["response"], actual)
+            if difference:
+                raise NotReady(
+                    f"example {number} of {endpoint.name} ({json.dumps(example['request'])[:80]}) answers differently "
+                    f"from the training kernel: {difference}"
+                )
+
+
+def _unready_app(reason: str) -> Starlette:
+    """Alive, and honest about it: 200 on /health, 503 with ``reason`` everywhere else."""
+    body = {"error": {"type": "not_ready", "message": reason}}
+
+    async def unavailable(request: Request) -> Response:
+        return Response(encode_json(body), status_code=503, media_type="application/json")
+
+    routes = [
+        Route("/health", lambda request: Response(encode_json({"status": "ok"}), media_type="application/json")),
+        Route("/{path:path}", unavailable, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.not_ready = reason
     return app
 
 

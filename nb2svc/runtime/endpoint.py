@@ -26,8 +26,13 @@ class Endpoint:
 
 
 def load_endpoint(service_dir: Path, described: dict[str, Any]) -> Endpoint:
-    """Unpickle an endpoint's artifact after checking its digest against the manifest."""
-    path = service_dir / described["artifact"]
+    """Unpickle an endpoint's artifact, only after checking it is one of this service's, as the manifest says."""
+    artifacts = (service_dir / "artifacts").resolve()
+    path = (service_dir / described["artifact"]).resolve()
+    if path.parent != artifacts:
+        raise RuntimeError(f"the manifest names {described['artifact']!r}, which is not in artifacts/: refusing to load it")
+    if not path.is_file():
+        raise RuntimeError(f"the artifact of {described['name']} is missing: {path}")
     payload = path.read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
     if digest != described["sha256"]:
