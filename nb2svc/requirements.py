@@ -14,7 +14,7 @@ from nb2svc.observe import Distribution
 from nb2svc.errors import UsageError
 
 # What nb2svc_runtime imports besides cloudpickle and the standard library (pinned to the version that serialized the artifacts).
-RUNTIME_DISTRIBUTIONS = ("starlette", "uvicorn", "fastjsonschema")
+RUNTIME_DISTRIBUTIONS = ("starlette", "uvicorn", "fastjsonschema", "prometheus-client")
 # Never a requirement of the service: the builder itself.
 BUILDER = "nb2svc"
 

@@ -117,5 +117,6 @@ def test_a_corrupt_artifact_leaves_the_server_up_and_honest(
         assert ready.status_code == 503
         assert "does not match the manifest (sha256" in ready.json()["error"]["message"]
         predict = httpx.post(f"{base}/v1/my_lr_deployement/latest", json={"data": 3})
-        assert predict.status_code == 503 and predict.json() == ready.json()
+        assert predict.status_code == 503
+        assert predict.json()["error"]["message"] == ready.json()["error"]["message"]
         assert httpx.get(f"{base}/health").status_code == 200  # still up after answering

@@ -45,7 +45,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> object:
 def test_pandas_and_scikit_learn_lock_their_closure_the_runtime_and_only_what_was_observed(tmp_path: Path) -> None:
     result = nb2svc.build(FIXTURES / "house_prices.ipynb", tmp_path / "service")
     locked = set(result.lock.pins)
-    needed = closure("pandas", "scikit-learn", "starlette", "uvicorn", "fastjsonschema", "cloudpickle")
+    needed = closure("pandas", "scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle")
     assert needed <= locked
     reasons = {canonicalize_name(r.name): r.reasons for r in result.requirements}
     for extra in locked - needed:  # e.g. psutil, which joblib imports when it is there: observed, not guessed
@@ -87,7 +87,7 @@ def test_requirements_file_replaces_what_was_observed(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     specs = {r["spec"]: r["reasons"] for r in json.loads(result.stdout)["requirements"]}
     assert specs.pop("scikit-learn") == ["--requirements"]
-    assert {spec.split("==")[0] for spec in specs} == {"cloudpickle", "fastjsonschema", "starlette", "uvicorn"}
+    assert {spec.split("==")[0] for spec in specs} == {"cloudpickle", "fastjsonschema", "prometheus-client", "starlette", "uvicorn"}
 
 
 def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) 
     assert "OFFLINE LOCK" in lock and "--hash" not in lock
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["lock"]["hashes"] is False and manifest["lock"]["offline"] is True
-    assert closure("scikit-learn", "starlette", "uvicorn", "fastjsonschema", "cloudpickle") <= set(manifest["lock"]["pins"])
+    assert closure("scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle") <= set(manifest["lock"]["pins"])
     assert "pip install -r requirements.txt" in (tmp_path / "out" / "README.md").read_text()
 
 

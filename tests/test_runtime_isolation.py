@@ -11,7 +11,7 @@ import nb2svc.runtime
 
 RUNTIME = Path(nb2svc.runtime.__file__).parent
 # What a service's requirements install for the runtime; anything else must be the standard library.
-ALLOWED = {"starlette", "anyio", "cloudpickle", "uvicorn", "fastjsonschema"}
+ALLOWED = {"starlette", "anyio", "cloudpickle", "uvicorn", "fastjsonschema", "prometheus_client"}
 
 
 def imported_modules(path: Path) -> list[tuple[str, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -46,14 +47,13 @@ def load_endpoint(service_dir: Path, described: dict[str, Any]) -> Endpoint:
 
 
 def _synchronous(function: Callable[..., Any]) -> Callable[..., Any]:
-    """An ``async def`` endpoint runs on the event loop, called from the worker thread like any other."""
+    """An ``async def`` endpoint runs to completion in the worker thread, on a loop of its own, like any other call."""
     if not inspect.iscoroutinefunction(function):
         return function
-    import anyio.from_thread
 
     @functools.wraps(function)
     def run(**arguments: Any) -> Any:
-        return anyio.from_thread.run(functools.partial(function, **arguments))
+        return asyncio.run(function(**arguments))
 
     return run
 

@@ -1,0 +1,98 @@
+"""Protection from heavy input: bounded body, bounded batch, bounded time, bounded concurrency.
+
+Calls run on a pool of daemon worker threads, one per allowed concurrent prediction. A call
+that runs past the time limit is answered 504 at once and its thread is left to finish on its
+own: the event loop never waits for it, so the requests behind it are answered by the other
+threads, and it still counts against the concurrency limit until it ends (a pile of stuck calls
+turns into 429s, never into unbounded threads). Daemon threads never hold up the process's exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from typing import Any, Callable
+
+from starlette.requests import Request
+
+
+class TooLarge(Exception):
+    """The body, or the batch, is over its limit (HTTP 413)."""
+
+
+class Busy(Exception):
+    """Every worker thread is taken (HTTP 429)."""
+
+
+class TimedOut(Exception):
+    """The call ran past the time limit (HTTP 504)."""
+
+
+async def read_limited(request: Request, max_bytes: int) -> bytes:
+    """The body, refusing one over ``max_bytes`` as soon as its Content-Length or its bytes say so."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise TooLarge(f"the request body is {int(declared)} bytes; the limit is {max_bytes} (NB2SVC_MAX_BODY_BYTES)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"the request body is over {max_bytes} bytes (NB2SVC_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class CallPool:
+    """``size`` daemon threads that run calls for the event loop, with a time limit per call."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self.size = size
+        self.timeout = timeout
+        self.busy = 0  # touched only on the event loop's thread
+        self._threads = 0  # started as they are first needed
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        if self.busy >= self.size:
+            raise Busy(f"all {self.size} prediction slots are busy (NB2SVC_MAX_CONCURRENT); retry shortly")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.busy += 1
+        if self.busy > self._threads:
+            self._threads += 1
+            threading.Thread(target=self._work, name=f"nb2svc-call-{self._threads}", daemon=True).start()
+        future.add_done_callback(self._finished)
+        self._tasks.put((lambda: function(*args), loop, future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except asyncio.TimeoutError:
+            raise TimedOut(f"the call took longer than {self.timeout:g} s (NB2SVC_TIMEOUT)") from None
+
+    def _finished(self, future: asyncio.Future[Any]) -> None:
+        self.busy -= 1
+        if not future.cancelled():
+            future.exception()  # retrieved: a late failure after a 504 is not "never retrieved"
+
+    def _work(self) -> None:
+        while True:
+            call, loop, future = self._tasks.get()
+            try:
+                outcome: tuple[Any, BaseException | None] = (call(), None)
+            except BaseException as exc:  # handed to the waiting request, whatever it is
+                outcome = (None, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            except RuntimeError:  # the loop has closed: nobody waits any more
+                pass
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,102 @@
+"""Per request: an id (X-Request-ID), one JSON log line, and Prometheus metrics (several workers included)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("nb2svc.access")
+
+
+class Metrics:
+    """The service's metrics, in a registry of its own (or shared files with PROMETHEUS_MULTIPROC_DIR)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        labels = ["endpoint", "status"]
+        self.requests = Counter("nb2svc_requests", "Requests answered", labels, registry=self.registry)
+        self.latency = Histogram("nb2svc_request_duration_seconds", "Time to answer", labels, registry=self.registry)
+        self.in_flight = Gauge(
+            "nb2svc_requests_in_flight", "Requests being answered", registry=self.registry, multiprocess_mode="livesum"
+        )
+        self.errors = Counter("nb2svc_predict_errors", "Calls that raised", ["endpoint", "type"], registry=self.registry)
+        self.rows = Histogram(
+            "nb2svc_batch_rows", "Rows per predict request", ["endpoint"], registry=self.registry,
+            buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+        )
+        self.load_seconds = Gauge(
+            "nb2svc_model_load_seconds", "Time to load the artifacts and replay the examples", registry=self.registry,
+            multiprocess_mode="max",
+        )
+
+    def exposition(self) -> bytes:
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+
+class RequestLog:
+    """ASGI middleware: X-Request-ID in and out, one JSON line per request, request metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self._record(scope, request_id, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
+        state: dict[str, Any] = scope["state"]
+        endpoint = state.get("endpoint", "")
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.latency.labels(endpoint, str(status)).observe(seconds)
+        if endpoint and "rows" in state:
+            self.metrics.rows.labels(endpoint).observe(state["rows"])
+        access_log.info(json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "endpoint": endpoint or None,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "rows": state.get("rows"),
+        }))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            text = value.decode("latin-1").strip()
+            return text[:128] if text else None
+    return None
