@@ -156,10 +156,43 @@ def _print_check(check: ExampleCheck) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
-def serve_command(service_dir: Path, host: str, port: int, workers: int) -> None:
-    """Serve SERVICE_DIR (a directory written by `nb2svc build`) with uvicorn."""
+@click.option("--max-body-bytes", envvar="NB2SVC_MAX_BODY_BYTES", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1), help="Larger request bodies are refused with 413.")
+@click.option("--max-batch-rows", envvar="NB2SVC_MAX_BATCH_ROWS", default=10_000, show_default=True, type=click.IntRange(min=1), help="Larger batches are refused with 413.")
+@click.option("--timeout", envvar="NB2SVC_TIMEOUT", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a request may take before a 504.")
+@click.option("--max-concurrent", envvar="NB2SVC_MAX_CONCURRENT", default=32, show_default=True, type=click.IntRange(min=1), help="Predictions in flight per worker; more are refused with 429.")
+@click.option("--cors-origin", "cors_origins", envvar="NB2SVC_CORS_ORIGINS", multiple=True, help="An origin allowed by CORS (repeatable).  [default: none, CORS off]")
+@click.option("--metrics-need-key", envvar="NB2SVC_METRICS_NEED_KEY", is_flag=True, help="/metrics asks for the API key too.")
+@click.option("--debug", envvar="NB2SVC_DEBUG", is_flag=True, help="Put tracebacks in 500 answers.")
+@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=0), help="Seconds in-flight requests get after SIGTERM.")
+def serve_command(
+    service_dir: Path,
+    host: str,
+    port: int,
+    workers: int,
+    max_body_bytes: int,
+    max_batch_rows: int,
+    timeout: float,
+    max_concurrent: int,
+    cors_origins: tuple[str, ...],
+    metrics_need_key: bool,
+    debug: bool,
+    graceful_timeout: int,
+) -> None:
+    """Serve SERVICE_DIR (a directory written by `nb2svc build`) with uvicorn.
+
+    The API key is read from NB2SVC_API_KEY only (comma-separated keys), never from a flag.
+    """
+    settings = {
+        "NB2SVC_MAX_BODY_BYTES": str(max_body_bytes),
+        "NB2SVC_MAX_BATCH_ROWS": str(max_batch_rows),
+        "NB2SVC_TIMEOUT": str(timeout),
+        "NB2SVC_MAX_CONCURRENT": str(max_concurrent),
+        "NB2SVC_CORS_ORIGINS": ",".join(cors_origins),
+        "NB2SVC_METRICS_NEED_KEY": "1" if metrics_need_key else "",
+        "NB2SVC_DEBUG": "1" if debug else "",
+    }
     with _reporting_errors(False, None):
-        serve(service_dir, host=host, port=port, workers=workers)
+        serve(service_dir, host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=settings)
 
 
 class _Progress:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import uvicorn
@@ -20,8 +22,28 @@ def check_service_dir(service_dir: Path) -> None:
         )
 
 
-def serve(service_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Serve ``service_dir`` until interrupted, exactly as ``uvicorn app:app`` run inside it would."""
+def serve(
+    service_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    graceful_timeout: int = 30,
+    settings: dict[str, str] | None = None,
+) -> None:
+    """Serve ``service_dir`` until interrupted, exactly as ``uvicorn app:app`` run inside it would.
+
+    ``settings`` are the runtime's environment variables (``NB2SVC_MAX_BODY_BYTES``...), set for
+    every worker. On SIGTERM the server stops accepting and gives in-flight requests up to
+    ``graceful_timeout`` seconds. With several workers, metrics are shared through a
+    ``PROMETHEUS_MULTIPROC_DIR`` made for this run unless one is set.
+    """
     service_dir = Path(service_dir).resolve()
     check_service_dir(service_dir)
-    uvicorn.run("app:app", app_dir=str(service_dir), host=host, port=port, workers=workers)
+    os.environ.update(settings or {})
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nb2svc-metrics-")
+    uvicorn.run(
+        "app:app", app_dir=str(service_dir), host=host, port=port, workers=workers,
+        timeout_graceful_shutdown=graceful_timeout,
+    )

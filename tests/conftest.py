@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
 
 import httpx2 as httpx
 import pytest
@@ -48,6 +54,27 @@ def kernel_processes() -> list[str]:
         except FileNotFoundError:
             continue
     return [line for line in lines if "ipykernel" in line]
+
+
+def make_service(directory: Path, pins: dict[str, str] | None = None, **functions: Callable[..., Any]) -> Path:
+    (directory / "artifacts").mkdir(parents=True)
+    endpoints = []
+    for name, function in functions.items():
+        payload = cloudpickle.dumps(function)
+        (directory / "artifacts" / f"{name}.pkl").write_bytes(payload)
+        endpoints.append({"name": name, "artifact": f"artifacts/{name}.pkl", "sha256": hashlib.sha256(payload).hexdigest()})
+    manifest = {
+        "name": "test",
+        "version": "0123456789ab",
+        "nb2svc_version": "0",
+        "notebook": {"file": "test.ipynb", "sha256": "0" * 64},
+        "endpoints": endpoints,
+        "python": {"minor": f"{sys.version_info.major}.{sys.version_info.minor}"},
+        "cloudpickle_version": cloudpickle.__version__,
+        "lock": {"pins": pins or {}},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
 
 
 @contextmanager

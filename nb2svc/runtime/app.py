@@ -60,7 +60,7 @@ def create_app(service_dir: str | Path, settings: Settings | None = None) -> Sta
         return _unready_app(reason, settings, metrics)
     metrics.load_seconds.set(time.perf_counter() - started)
     version = manifest.get("version", "1")
-    service = _Service(version, settings, CallPool(settings.max_concurrent, settings.timeout_seconds))
+    service = _Service(version, settings, CallPool(settings.max_concurrent, settings.timeout_seconds), metrics)
     spec = openapi(manifest, list(endpoints.values()))
     # The predict routes first: the router tries routes in order, and they carry the traffic.
     routes = [Route(f"/v1/{e.name}/latest", _predict(e, service), methods=["POST"]) for e in endpoints.values()]
@@ -114,10 +114,18 @@ def _metrics_route(metrics: Metrics) -> Any:
     return exposition
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (it may be redirected after start-up)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _log_to_stderr() -> None:
     """One JSON line per request on stderr, whatever the server's own logging does."""
     if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
@@ -164,10 +172,11 @@ def _unready_app(reason: str, settings: Settings, metrics: Metrics) -> Starlette
 class _Service:
     """What every answer of one service needs: its version (``X-Model-Version``), its settings, its call pool."""
 
-    def __init__(self, version: str, settings: Settings, pool: CallPool) -> None:
+    def __init__(self, version: str, settings: Settings, pool: CallPool, metrics: Metrics) -> None:
         self.version = version
         self.settings = settings
         self.pool = pool
+        self.metrics = metrics
         self.headers = {"X-Model-Version": version}
 
     def json(self, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -230,6 +239,7 @@ def _predict(endpoint: Endpoint, service: _Service) -> Any:
 
 def _call_failed(request: Request, service: _Service, endpoint: Endpoint, exc: CallFailed) -> Response:
     kind = type(exc.error).__name__
+    service.metrics.errors.labels(endpoint.name, kind).inc()
     logger.error("%s raised %s (request %s)", endpoint.name, kind, request.state.request_id, exc_info=exc.error)
     extra = {"traceback": "".join(traceback.format_exception(exc.error))} if service.settings.debug else {}
     return service.error(request, 500, kind, f"{endpoint.name} raised: {exc.error}", **extra)
