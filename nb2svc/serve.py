@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def serve(
     os.environ.update(settings or {})
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nb2svc-metrics-")
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the handlers it
+    # found: with these, that ends here and `nb2svc serve` exits 0 instead of dying of the signal.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda number, frame: None)
     uvicorn.run(
         "app:app", app_dir=str(service_dir), host=host, port=port, workers=workers,
         timeout_graceful_shutdown=graceful_timeout,

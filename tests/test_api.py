@@ -151,7 +151,7 @@ def test_docs_page_needs_no_network(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "http://" not in page.text and "https://" not in page.text
-    assert 'fetch(base + "/openapi.json")' in page.text
+    assert "fetch(base + \"/openapi.json\"" in page.text
 
 
 def test_info_and_model_version_header(client: TestClient, service: Path) -> None:
