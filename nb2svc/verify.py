@@ -82,6 +82,7 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
         environment = _install(python, Path(work) / "venv", service_dir, manifest["lock"]["hashes"])
         install_seconds = time.perf_counter() - install_started
         with _serving(environment, service_dir) as base_url:
+            _require_ready(base_url)
             checks = tuple(_replay(base_url, manifest, on_check or (lambda _: None)))
     result = VerifyResult(service_dir, manifest["python"]["minor"], checks, install_seconds, time.perf_counter() - started)
     failed = [check for check in checks if not check.passed]
@@ -173,6 +174,18 @@ def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: An
     tail = "\n  ".join(log.read().strip().splitlines()[-15:])
     state = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer in {START_TIMEOUT:g}s"
     raise ServiceDidNotStart(f"the service installed from the lock {state}:\n  {tail}")
+
+
+def _require_ready(base_url: str) -> None:
+    """The service replays the examples itself at start-up: if it is not ready, say why."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/ready", timeout=10):
+            return
+    except urllib.error.HTTPError as exc:
+        reason = json.loads(exc.read() or b"{}").get("error", {}).get("message", f"HTTP {exc.code}")
+    if "answers differently from the training kernel" in reason:
+        raise VerifyMismatch(f"the service installed from the lock is not ready: {reason}", reason=reason)
+    raise ServiceDidNotStart(f"the service installed from the lock is not ready: {reason}", reason=reason)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -44,14 +44,14 @@ def run(*args: str, env: dict[str, str] | None = None) -> object:
 
 def test_pandas_and_scikit_learn_lock_their_closure_the_runtime_and_only_what_was_observed(tmp_path: Path) -> None:
     result = nb2svc.build(FIXTURES / "house_prices.ipynb", tmp_path / "service")
-    locked = set(result.lock.pins)
-    needed = closure("pandas", "scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle")
-    assert needed <= locked
-    reasons = {canonicalize_name(r.name): r.reasons for r in result.requirements}
-    for extra in locked - needed:  # e.g. psutil, which joblib imports when it is there: observed, not guessed
-        assert any(reason.startswith(("loading ", "imported by the notebook", "calling ")) for reason in reasons[extra]), extra
-    assert "jsonschema" not in locked  # imported only by a `skip` cell
-    assert not {"ipykernel", "ipython", "nbclient"} & locked
+    named = {"pandas", "scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle"}
+    requirements = {canonicalize_name(r.name): r.reasons for r in result.requirements}
+    assert named <= set(requirements)
+    for extra in set(requirements) - named:  # e.g. psutil, which joblib imports when it is there: observed, not guessed
+        assert all(reason.startswith(("loading ", "imported by the notebook", "calling ")) for reason in requirements[extra])
+    assert set(result.lock.pins) == closure(*requirements)  # exactly the requirements and their closure
+    assert "jsonschema" not in result.lock.pins  # imported only by a `skip` cell
+    assert not {"ipykernel", "ipython", "nbclient"} & set(result.lock.pins)
 
 
 def test_import_made_only_inside_the_endpoint_is_found(tmp_path: Path) -> None:
