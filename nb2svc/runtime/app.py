@@ -217,7 +217,11 @@ def _predict(endpoint: Endpoint, service: _Service) -> Any:
             rows = request.state.rows = len(data) if is_batch(data) else 1
             if rows > settings.max_batch_rows:
                 raise TooLarge(f"the batch has {rows} rows; the limit is {settings.max_batch_rows} (NB2SVC_MAX_BATCH_ROWS)")
-            return service.json(await service.pool.run(answer, endpoint.invoker, data))
+            result = await service.pool.run(answer, endpoint.invoker, data)
+            for _, error in result.get("errors", ()):  # rows whose call raised (not those that failed validation)
+                if error["type"] != "validation_error":
+                    service.metrics.errors.labels(endpoint.name, error["type"]).inc()
+            return service.json(result)
         except RequestError as exc:
             return service.error(request, 400, "bad_request", str(exc))
         except TooLarge as exc:
