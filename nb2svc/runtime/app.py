@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -28,7 +27,7 @@ from .endpoint import Endpoint, load_endpoint
 from .envelope import BindingError, RequestError, is_batch, read_body
 from .invoke import CallFailed, answer
 from .limits import Busy, CallPool, TimedOut, TooLarge, read_limited
-from .observability import Metrics, RequestLog, access_log
+from .observability import Metrics, RequestLog
 from .openapi import openapi
 from .settings import Settings
 
@@ -46,7 +45,6 @@ def create_app(service_dir: str | Path, settings: Settings | None = None) -> Sta
     """
     settings = settings or Settings.from_environment()
     metrics = Metrics()
-    _log_to_stderr()
     service_dir = Path(service_dir)
     started = time.perf_counter()
     try:
@@ -103,7 +101,8 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Model-Version"],
         ))
-    stack.append(Middleware(ApiKeys, keys=settings.api_keys, metrics_need_key=settings.metrics_need_key))
+    if settings.api_keys:
+        stack.append(Middleware(ApiKeys, keys=settings.api_keys, metrics_need_key=settings.metrics_need_key))
     return stack
 
 
@@ -112,24 +111,6 @@ def _metrics_route(metrics: Metrics) -> Any:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return exposition
-
-
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (it may be redirected after start-up)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-def _log_to_stderr() -> None:
-    """One JSON line per request on stderr, whatever the server's own logging does."""
-    if not access_log.handlers:
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
 
 
 class NotReady(Exception):
