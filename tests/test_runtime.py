@@ -7,7 +7,6 @@ import json
 import math
 import pickle
 import re
-import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
