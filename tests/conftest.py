@@ -7,11 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import cloudpickle
 
@@ -77,34 +79,44 @@ def make_service(directory: Path, pins: dict[str, str] | None = None, **function
     return directory
 
 
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: IO[str]
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+
 @contextmanager
 def running_server(command: list[str], port: int, cwd: Path | None = None, env: dict[str, str] | None = None,
-                   timeout: float = 60) -> Iterator[str]:
-    """Start a server process, wait until GET /health answers, yield its base URL, then stop it by PID."""
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"nb2svc-server-{port}.log", "w+")
+                   ready_path: str = "/health", timeout: float = 60) -> Iterator[Server]:
+    """Start a server process, wait until ``ready_path`` answers 200, yield it, then stop it by PID if it still runs."""
+    log = tempfile.TemporaryFile(mode="w+")
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"server exited with {process.returncode}:\n{log.read()}")
+                raise AssertionError(f"server exited with {process.returncode}:\n{server.output()}")
             try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                log.seek(0)
-                raise AssertionError(f"server did not answer /health within {timeout}s:\n{log.read()}")
+                raise AssertionError(f"server did not answer {ready_path} within {timeout}s:\n{server.output()}")
             time.sleep(0.2)
-        yield base
+        yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         log.close()

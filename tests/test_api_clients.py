@@ -27,8 +27,8 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
-    with running_server(command, port, cwd=output) as base:
-        yield base
+    with running_server(command, port, cwd=output) as server:
+        yield server.url
 
 
 def test_docs_page_sends_a_request_from_the_browser(base_url: str) -> None:

@@ -69,7 +69,8 @@ def test_python_dash_m_entry_point(installed: Path) -> None:
 
 def test_build_then_serve_answers_over_http(installed: Path, lr_service: Path, unused_tcp_port: int) -> None:
     command = [str(installed / "nb2svc"), "serve", str(lr_service), "--port", str(unused_tcp_port)]
-    with running_server(command, unused_tcp_port) as base:
+    with running_server(command, unused_tcp_port) as server:
+        base = server.url
         url = f"{base}/v1/my_lr_deployement/latest"
         batch = httpx.post(url, content='{"data":[[1,3],[2,5],[3,9]]}')
         assert batch.status_code == 200
@@ -87,7 +88,8 @@ def test_service_directory_runs_with_uvicorn_where_nb2svc_is_not_installed(
     absent = subprocess.run([str(bin_dir / "python"), "-c", "import nb2svc"], cwd=lr_service, capture_output=True, text=True)
     assert "No module named 'nb2svc'" in absent.stderr
     command = [str(bin_dir / "python"), "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(unused_tcp_port)]
-    with running_server(command, unused_tcp_port, cwd=lr_service) as base:
+    with running_server(command, unused_tcp_port, cwd=lr_service) as server:
+        base = server.url
         response = httpx.post(f"{base}/v1/my_lr_deployement/latest", json={"data": [["a", 9]]})
         assert response.status_code == 200
         [[row_id, value]] = response.json()["data"]
@@ -111,7 +113,8 @@ def test_a_corrupt_artifact_leaves_the_server_up_and_honest(
     artifact = service / "artifacts" / "my_lr_deployement.pkl"
     artifact.write_bytes(artifact.read_bytes()[:-20])  # truncated on disk
     command = [str(installed / "nb2svc"), "serve", str(service), "--port", str(unused_tcp_port)]
-    with running_server(command, unused_tcp_port) as base:
+    with running_server(command, unused_tcp_port) as server:
+        base = server.url
         assert httpx.get(f"{base}/health").status_code == 200
         ready = httpx.get(f"{base}/ready")
         assert ready.status_code == 503

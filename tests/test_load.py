@@ -10,7 +10,6 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ import pytest
 
 import nb2svc
 
-from conftest import FIXTURES
+from conftest import FIXTURES, running_server
 
 pytestmark = pytest.mark.e2e
 CONNECTIONS, SECONDS, MAX_REQUESTS = 32, 30.0, 200_000
@@ -69,16 +68,8 @@ def test_load_with_bad_requests_then_sigterm(tmp_path: Path, unused_tcp_port: in
     nb2svc.build(FIXTURES / "operations.ipynb", service)
     command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(unused_tcp_port), "--workers", "2",
                "--max-body-bytes", "65536", "--timeout", "0.5", "--max-concurrent", "16"]
-    log = open(tmp_path / "server.log", "w+")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{unused_tcp_port}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with running_server(command, unused_tcp_port, ready_path="/ready") as server:
+        base = server.url
         tally: Counter = Counter()
         unexpected: list[str] = []
         started = time.monotonic()
@@ -98,12 +89,7 @@ def test_load_with_bad_requests_then_sigterm(tmp_path: Path, unused_tcp_port: in
         assert httpx.get(f"{base}/health").status_code == 200
         metrics = httpx.get(f"{base}/metrics").text
         answered = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                       if line.startswith("nb2svc_requests_total{") and '/metrics' not in line)
+                       if line.startswith("nb2svc_requests_total{") and "/metrics" not in line)
         assert answered >= total  # both workers' counts, through the shared multiprocess directory
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        code = server.wait(timeout=60)
-        log.seek(0)
-        output = log.read()
-        log.close()
-    assert code == 0, output[-3000:]
+        os.killpg(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0, server.output()[-3000:]

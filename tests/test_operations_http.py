@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -16,7 +15,7 @@ import pytest
 
 import nb2svc
 
-from conftest import FIXTURES
+from conftest import FIXTURES, Server, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -29,30 +28,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def server(service: Path, unused_tcp_port: int, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def server(service: Path, unused_tcp_port: int) -> Iterator[Server]:
     command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(unused_tcp_port),
                "--max-body-bytes", "1000", "--max-batch-rows", "5", "--timeout", "1", "--max-concurrent", "1"]
     env = {**os.environ, "NB2SVC_API_KEY": "old-key,new-key"}
-    log = open(tmp_path / "server.log", "w+")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{unused_tcp_port}"
-    for _ in range(150):
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    try:
-        yield base, process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+    with running_server(command, unused_tcp_port, env=env, ready_path="/ready") as server:
+        yield server
 
 
-def test_statuses_over_http(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, _ = server
+def test_statuses_over_http(server: Server) -> None:
+    base = server.url
     url = f"{base}/v1/double/latest"
     key = {"Authorization": "Bearer new-key"}
     assert httpx.get(f"{base}/health").status_code == 200
@@ -74,8 +59,8 @@ def test_statuses_over_http(server: tuple[str, subprocess.Popen[bytes]]) -> None
     assert "Traceback" not in slow.text + busy.text
 
 
-def test_sigterm_finishes_the_request_in_flight_then_exits_0(server: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, process = server
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(server: Server) -> None:
+    base, process = server.url, server.process
     answers: list[httpx.Response] = []
     call = threading.Thread(target=lambda: answers.append(httpx.post(
         f"{base}/v1/slow/latest", json={"data": 0.7}, headers={"Authorization": "new-key"}, timeout=10
