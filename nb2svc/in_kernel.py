@@ -1,20 +1,22 @@
-"""Code that runs inside the notebook's kernel, after the notebook's cells.
+"""Code that runs inside the notebook's kernel: before the cells (what is loaded), after each
+``predict`` cell (recording the notebook's calls of its endpoints), and after the last (capture).
 
 This file is sent to the kernel as source text, never imported there: the
 kernel's environment may not have nb2svc installed. It may use only the
-standard library, IPython (which every Python kernel has) and cloudpickle.
-Its functions return JSON-able values; failures come back as
-``{"error": {...}}`` for the builder to turn into an nb2svc error.
+standard library, IPython (which every Python kernel has), cloudpickle, and the
+standard-library modules of the service's own runtime, imported from the
+service directory being built. Its functions return JSON-able values; failures
+come back as ``{"error": {...}}`` for the builder to turn into an nb2svc error.
 
 The builder runs it with ``ARGUMENTS`` (the call's keyword arguments) set.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
-import functools
 import inspect
 import json
 import math
