@@ -228,6 +228,10 @@ def _reporting_errors(as_json: bool, progress: _Progress | None) -> Iterator[Non
             click.echo(json.dumps({"ok": False, "error": exc.to_dict()}))
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # a usage error found late (an --example that is not JSON)
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": {"type": "usage", "exit_code": exc.exit_code, "message": exc.format_message()}}))
+        raise
     except Exception as exc:  # a bug of nb2svc's: keep the traceback, and the promise of one JSON object
         if progress is not None:
             progress.end_line()

@@ -71,6 +71,13 @@ class Kernel:
             self._client.execute_cell(cell, len(self._client.nb.cells) - 1, store_history=False)
         except CellExecutionError as exc:  # a bug of nb2svc's, or a broken kernel environment
             raise RuntimeError(f"nb2svc's {function}() failed in the kernel: {exc.ename}: {exc.evalue}") from exc
+        except CellTimeoutError as exc:
+            raise KernelFailed(
+                f"nb2svc's {function}() in the kernel ran past --timeout (serializing or calling the endpoints "
+                "takes longer than a cell may): raise --timeout.",
+            ) from exc
+        except DeadKernelError as exc:
+            raise KernelFailed(f"the kernel died during nb2svc's {function}() (out of memory? a crash?)") from exc
         for output in cell.outputs:
             if RESULT_MIME in output.get("data", {}):
                 return output["data"][RESULT_MIME]

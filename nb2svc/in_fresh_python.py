@@ -76,7 +76,8 @@ def _canonical(name: str) -> str:
 def _observe(request: dict[str, Any]) -> None:
     providers = importlib.metadata.packages_distributions()
     sys.path.append(request["runtime_path"])
-    from nb2svc_runtime import invoke, schema  # what the service calls its endpoints with
+    from nb2svc_runtime import endpoint as runtime_endpoint  # what the service calls its endpoints with
+    from nb2svc_runtime import invoke
 
     try:
         import fastjsonschema  # noqa: F401  (the runtime's own: not a need of any endpoint)
@@ -93,7 +94,7 @@ def _observe(request: dict[str, Any]) -> None:
             return
         loaded = _top_level(set(sys.modules) - before)
         before = set(sys.modules)
-        invoker = invoke.Invoker(function, schema.read_signature(function))
+        invoker = runtime_endpoint.invoker_for(function, endpoint.get("dataframe"))
         for data in endpoint["examples"]:
             try:
                 invoke.answer(invoker, data)

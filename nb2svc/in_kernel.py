@@ -105,8 +105,12 @@ def _request_body(
         [table] = bound.values()
         if not hasattr(table, "dtypes"):
             return None
+        try:
+            records = json.loads(encoding.encode_json(table))
+        except encoding.EncodeError:
+            return None
         frames.update(columns=[str(c) for c in table.columns], dtypes={str(c): str(t) for c, t in table.dtypes.items()})
-        return {"data": json.loads(encoding.encode_json(table))}
+        return {"data": records}
     if not _plain_json(list(bound.values())):
         return None
     for data in ([*bound.values()][0] if len(bound) == 1 else None, dict(bound)):
@@ -168,7 +172,7 @@ def capture(
             return {"error": {"reason": "not_callable", "endpoint": name, "type": _type_name(function)}}
         try:
             examples = [{**example, "source": "notebook"} for example in examples]
-            examples += [_run_example(function, data, runtime_path) for data in extra_examples.get(name, [])]
+            examples += [_run_example(function, data, runtime_path, frame) for data in extra_examples.get(name, [])]
         except ExampleFailed as failed:
             return {"error": {"reason": "example_failed", "endpoint": name, **failed.args[0]}}
         try:
@@ -196,10 +200,10 @@ class ExampleFailed(Exception):
     """An example given on the command line could not be run."""
 
 
-def _run_example(function: Any, data: Any, runtime_path: str) -> dict[str, Any]:
+def _run_example(function: Any, data: Any, runtime_path: str, frame: dict[str, Any]) -> dict[str, Any]:
     """Call ``function`` as the service would for ``{"data": data}``, and record the answer."""
-    invoke, encoding, schema = (_runtime(name, runtime_path) for name in ("invoke", "encoding", "schema"))
-    invoker = invoke.Invoker(function, schema.read_signature(function))
+    invoke, encoding, endpoint = (_runtime(name, runtime_path) for name in ("invoke", "encoding", "endpoint"))
+    invoker = endpoint.invoker_for(function, frame or None)
     try:
         response = json.loads(encoding.encode_json(invoke.answer(invoker, data)))
     except Exception as exc:

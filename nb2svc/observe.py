@@ -62,6 +62,7 @@ def _endpoint_request(endpoint: CapturedEndpoint, service_dir: Path) -> dict[str
         "name": endpoint.name,
         "artifact": str(service_dir / endpoint.artifact),
         "examples": [example["request"]["data"] for example in endpoint.examples],
+        "dataframe": endpoint.dataframe,
     }
 
 

@@ -110,6 +110,7 @@ def build_manifest(
         "nb2svc_version": __version__,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notebook": {"file": spec.path.name, "sha256": spec.sha256},
+        "parameters": {},  # the notebook's `parameters` cell overrides (not built yet: always empty)
         "python": {
             "version": capture.python_version,
             "minor": lock.python_version,

@@ -49,7 +49,11 @@ def gather_requirements(
         key = canonicalize_name(name)
         if key == BUILDER:
             return
-        if key in found and not override:
+        if key in found and not override and found[key].spec != spec:
+            # Two versions of one package (the notebook's and the runtime's): both go to pip-compile,
+            # which refuses them as a conflict, so the build fails instead of the service.
+            found[f"{key} {spec}"] = Requirement(name, spec, (reason,))
+        elif key in found and not override:
             old = found[key]
             found[key] = Requirement(old.name, old.spec, old.reasons + (reason,))
         else:

@@ -146,9 +146,10 @@ def _serving(python: Path, service_dir: Path) -> Iterator[str]:
     log = tempfile.TemporaryFile(mode="w+")
     command = [str(python), "-I", "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
     # -I keeps the builder's environment out: no PYTHONPATH, no user site; uvicorn adds the cwd for app:app.
+    environment = {name: value for name, value in os.environ.items() if name != "NB2SVC_API_KEY"}  # answers, not auth
     process = subprocess.Popen(
-        command + ["--app-dir", str(service_dir)], cwd=service_dir, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        command + ["--app-dir", str(service_dir)], cwd=service_dir, env=environment, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         base_url = f"http://127.0.0.1:{port}"

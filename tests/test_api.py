@@ -185,5 +185,8 @@ def test_open_inference_protocol_by_hand(client: TestClient) -> None:
     answer = client.post("/v2/models/add/infer", json=body).json()
     assert answer["id"] == "r1"
     assert answer["outputs"] == [{"name": "output", "datatype": "FP64", "shape": [2], "data": [1.5, 2.25]}]
+    # a one-object parameter takes each row's object itself (a BYTES tensor of JSON)
+    point = {"inputs": [{"name": "point", "shape": [1], "datatype": "BYTES", "data": ['{"x": 3, "y": 4}']}]}
+    assert client.post("/v2/models/norm/infer", json=point).json()["outputs"][0]["data"] == [5.0]
     bad = client.post("/v2/models/add/infer", json={"inputs": [{"name": "z", "shape": [1], "datatype": "FP64", "data": [1]}]})
     assert bad.status_code == 400 and "input 'z' is not a parameter of add" in bad.json()["error"]

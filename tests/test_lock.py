@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from importlib.metadata import distribution
+from importlib.metadata import distribution, version
 from pathlib import Path
 
 import pytest
@@ -165,3 +165,14 @@ def test_bad_examples(tmp_path: Path, example: list[str], exit_code: int, messag
     assert result.exit_code == exit_code, result.output
     assert message in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_notebooks_version_of_a_runtime_package_is_a_conflict_not_a_silent_choice() -> None:
+    from nb2svc.capture import Capture, Distribution
+    from nb2svc.requirements import gather_requirements
+
+    capture = Capture(endpoints=(), python_version="3.11.7", python_implementation="cpython", python_executable="python",
+                      cloudpickle_version="3.1.3", notebook_distributions=())
+    observed = {"imported by the notebook": (Distribution("starlette", "0.20.0", ("starlette",)),)}
+    specs = [r.spec for r in gather_requirements(capture, observed) if r.name == "starlette"]
+    assert specs == ["starlette==0.20.0", f"starlette=={version('starlette')}"]  # pip-compile refuses both: exit 11

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import cloudpickle
 import numpy as np
+import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
@@ -255,3 +256,46 @@ def test_drifted_pins_are_logged_and_the_service_still_starts(tmp_path: Path, ca
     assert "environment drift: starlette is locked at 0.0.1" in caplog.text
     with TestClient(app) as client:
         assert post(client, "double", {"data": 2}).json() == {"data": 4}
+
+
+def tuple_keys(x):
+    return {(1, 2): x}
+
+
+def test_a_result_json_cannot_hold_is_a_json_500(tmp_path: Path) -> None:
+    with TestClient(create_app(make_service(tmp_path, tuple_keys=tuple_keys))) as client:
+        response = post(client, "tuple_keys", {"data": 1})
+        assert response.status_code == 500
+        assert response.json()["error"]["type"] == "unencodable_result"
+        assert "keys must be str" in response.json()["error"]["message"]
+
+
+def table_in_table_out(table: "pd.DataFrame") -> "pd.DataFrame":
+    return table.assign(total=table["a"] * 2)
+
+
+def test_a_dataframe_endpoint_may_answer_a_batch_with_a_dataframe(tmp_path: Path) -> None:
+    pytest.importorskip("pandas")
+    with TestClient(create_app(make_service(tmp_path, table_in_table_out=table_in_table_out))) as client:
+        response = post(client, "table_in_table_out", {"data": [["r1", {"a": 1}], ["r2", {"a": 5}]]})
+        assert response.json() == {"data": [["r1", {"a": 1, "total": 2}], ["r2", {"a": 5, "total": 10}]]}
+
+
+def test_sets_are_sorted_by_value() -> None:
+    from nb2svc.runtime.encoding import encode_json
+
+    assert encode_json({9, 10, 100}) == b"[9,10,100]"
+    assert encode_json({1, "a"}) in (b'[1,"a"]', b'["a",1]')
+
+
+def test_json_values_become_what_the_hint_asks_for() -> None:
+    import datetime
+    import decimal
+
+    from nb2svc.runtime.schema import _converter
+
+    assert _converter(datetime.date)("2026-11-27") == datetime.date(2026, 11, 27)
+    assert _converter(datetime.datetime)("2026-11-27T06:30:00") == datetime.datetime(2026, 11, 27, 6, 30)
+    assert _converter(bytes)("bmIyc3Zj") == b"nb2svc"
+    assert _converter(decimal.Decimal)("1.10") == decimal.Decimal("1.10")
+    assert type(_converter(int)(3.0)) is int

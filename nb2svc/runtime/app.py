@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import traceback
 from pathlib import Path
@@ -254,7 +255,11 @@ def _infer(endpoint: Endpoint, service: _Service) -> Any:
 
 def _info(manifest: dict[str, Any], endpoint: Endpoint) -> dict[str, Any]:
     described = endpoint.described
-    observed = {r["name"] for r in manifest.get("requirements", []) if any(not x.startswith(("the service", "--")) for x in r["reasons"])}
+    observed = {
+        re.sub(r"[-_.]+", "-", r["name"]).lower()  # the lock's pins are keyed by canonical names
+        for r in manifest.get("requirements", [])
+        if any(not reason.startswith(("the service", "--")) for reason in r["reasons"])
+    }
     return {
         "name": endpoint.name,
         "version": manifest.get("version"),

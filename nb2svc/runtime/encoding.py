@@ -24,9 +24,12 @@ class EncodeError(Exception):
 def encode_json(payload: Any) -> bytes:
     """``payload`` as compact UTF-8 JSON; the fast path costs one ``json.dumps``."""
     try:
-        text = json.dumps(payload, default=plain, allow_nan=False, separators=(",", ":"))
-    except ValueError:  # NaN or an infinity somewhere: JSON has no such numbers
-        text = json.dumps(_finite(payload), default=plain, allow_nan=False, separators=(",", ":"))
+        try:
+            text = json.dumps(payload, default=plain, allow_nan=False, separators=(",", ":"))
+        except ValueError:  # NaN or an infinity somewhere: JSON has no such numbers
+            text = json.dumps(_finite(payload), default=plain, allow_nan=False, separators=(",", ":"))
+    except TypeError as exc:  # e.g. a dict whose keys are tuples
+        raise EncodeError(f"the result cannot be encoded as JSON: {exc}") from None
     return text.encode("utf-8")
 
 
@@ -43,7 +46,10 @@ def plain(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
+        try:
+            return sorted(value)
+        except TypeError:  # mixed types: a stable order all the same
+            return sorted(value, key=repr)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if hasattr(value, "model_dump"):  # a pydantic model

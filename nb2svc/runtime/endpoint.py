@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -42,18 +43,32 @@ def load_endpoint(service_dir: Path, described: dict[str, Any]) -> Endpoint:
             "the artifact was changed after the build. Rebuild the service."
         )
     function = pickle.loads(payload)
-    signature = _with_recorded_frame(read_signature(function), described.get("dataframe"))
-    return Endpoint(name=described["name"], invoker=Invoker(_synchronous(function), signature), described=described)
+    return Endpoint(name=described["name"], invoker=invoker_for(function, described.get("dataframe")), described=described)
+
+
+def invoker_for(function: Callable[..., Any], frame: dict[str, Any] | None = None) -> Invoker:
+    """How requests call ``function``: the same in the service, in the training kernel and in the fresh interpreter."""
+    return Invoker(_synchronous(function), _with_recorded_frame(read_signature(function), frame))
 
 
 def _synchronous(function: Callable[..., Any]) -> Callable[..., Any]:
-    """An ``async def`` endpoint runs to completion in the worker thread, on a loop of its own, like any other call."""
+    """An ``async def`` endpoint runs to completion on a loop of its own, like any other call.
+
+    Where a loop already runs in this thread (the examples replayed while uvicorn loads the app,
+    the training kernel), the coroutine runs in a thread of its own.
+    """
     if not inspect.iscoroutinefunction(function):
         return function
 
     @functools.wraps(function)
     def run(**arguments: Any) -> Any:
-        return asyncio.run(function(**arguments))
+        coroutine = function(**arguments)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(coroutine)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
 
     return run
 

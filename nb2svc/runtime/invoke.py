@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .envelope import Batch, BindingError, bind, is_batch, read_batch
-from .schema import ANY, Signature, unchanged
+from .schema import Signature, unchanged
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
@@ -37,13 +37,22 @@ class Invoker:
     def __init__(self, function: Callable[..., Any], signature: Signature) -> None:
         self.function = function
         self.signature = signature
-        self._validators = {p.name: _validator(p.schema) for p in signature.parameters if p.schema != ANY}
+        self._validators = {
+            p.name: _validator(p.schema) for p in signature.parameters if set(p.schema) - {"default"}
+        }
         # Nothing to validate or convert (an unannotated function): the bound values are the arguments.
         self._as_bound = not self._validators and all(p.convert is unchanged for p in signature.parameters)
 
     def call(self, data: Any) -> Any:
         """The result for ``{"data": data}`` when it is not a batch; raises BindingError or CallFailed."""
         return self._call(self.arguments(bind(data, self.signature)))
+
+    def call_named(self, bound: dict[str, Any]) -> Any:
+        """The result for arguments already given by parameter name (the Open Inference Protocol's tensors)."""
+        missing = [name for name in self.signature.required if name not in bound]
+        if missing:
+            raise BindingError(f"parameter {missing[0]!r} is required and was not given", missing[0])
+        return self._call(self.arguments(bound))
 
     def call_batch(self, data: list[Any]) -> BatchAnswer:
         """``{"data": [[id, args...], ...]}``: a row that fails does not fail the others."""
@@ -89,11 +98,22 @@ class Invoker:
         """One call for the whole batch: the rows' records become one table."""
         name = self.signature.parameters[0].name
         records = [row[name] for row in batch.rows if not isinstance(row, BindingError)]
-        results = self._call(self.arguments({name: records}))
-        results = list(results.tolist() if hasattr(results, "tolist") else results)
+        results = per_row(self._call(self.arguments({name: records})))
         if len(results) != len(batch.ids):
             raise CallFailed(ValueError(f"a batch of {len(batch.ids)} rows gave {len(results)} results"))
         return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results)], [])
+
+
+def per_row(results: Any) -> list[Any]:
+    """A DataFrame endpoint's results for a whole table, one per row; CallFailed if they are not that."""
+    if hasattr(results, "to_dict") and hasattr(results, "columns"):  # a DataFrame: its records
+        return list(results.to_dict(orient="records"))
+    if hasattr(results, "tolist"):  # a Series or an array
+        results = results.tolist()
+    if not isinstance(results, (list, tuple)):
+        kind = type(results).__name__
+        raise CallFailed(TypeError(f"a DataFrame endpoint answering a batch must return one result per row, not a {kind}"))
+    return list(results)
 
 
 def answer(invoker: Invoker, data: Any) -> dict[str, Any]:

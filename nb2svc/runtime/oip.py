@@ -14,7 +14,7 @@ from typing import Any
 
 from .endpoint import Endpoint
 from .envelope import BindingError
-from .invoke import CallFailed
+from .invoke import CallFailed, per_row
 
 _DATATYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
 
@@ -56,10 +56,9 @@ def infer(endpoint: Endpoint, request: Any, version: str) -> dict[str, Any]:
     try:
         if endpoint.signature.dataframe:
             records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
-            results = invoker.call(records)
-            results = list(results.tolist() if hasattr(results, "tolist") else results)
+            results = per_row(invoker.call(records))
         else:
-            results = [invoker.call({name: column[i] for name, column in columns.items()}) for i in range(rows)]
+            results = [invoker.call_named({name: column[i] for name, column in columns.items()}) for i in range(rows)]
     except (BindingError, CallFailed) as exc:
         raise InferError(str(exc)) from exc
     response = {"model_name": endpoint.name, "model_version": version, "outputs": [_tensor("output", results)]}

@@ -7,6 +7,7 @@ so the manifest's schemas and the service's are made by the same code.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 import functools
@@ -197,7 +198,18 @@ def _converter(annotation: Any) -> Callable[[Any], Any]:
         return origin
     if annotation is float:
         return lambda value: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    return unchanged
+    if annotation is int:  # JSON Schema counts 1.0 as an integer
+        return lambda value: int(value) if isinstance(value, float) else value
+    simple = _FROM_JSON.get(annotation)
+    return simple if simple is not None else unchanged
+
+
+_FROM_JSON: dict[Any, Callable[[Any], Any]] = {
+    bytes: base64.b64decode,
+    decimal.Decimal: lambda value: decimal.Decimal(str(value)),
+    datetime.datetime: datetime.datetime.fromisoformat,
+    datetime.date: datetime.date.fromisoformat,
+}
 
 
 def unchanged(value: Any) -> Any:
