@@ -94,6 +94,9 @@ def test_batch_over_the_limit_is_413(tmp_path: Path) -> None:
         response = post(client, "double", {"data": [[i, i] for i in range(4)]})
         assert response.status_code == 413
         assert "the batch has 4 rows; the limit is 3" in response.json()["error"]["message"]
+        tensor = {"inputs": [{"name": "x", "shape": [4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}
+        infer = client.post("/v2/models/double/infer", json=tensor)  # the Open Inference Protocol too
+        assert infer.status_code == 413 and infer.json()["request_id"] == infer.headers["x-request-id"]
         assert post(client, "double", {"data": [[i, i] for i in range(3)]}).status_code == 200
 
 

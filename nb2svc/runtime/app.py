@@ -232,23 +232,33 @@ def _call_failed(request: Request, service: _Service, endpoint: Endpoint, exc: C
 
 
 def _infer(endpoint: Endpoint, service: _Service) -> Any:
+    """The Open Inference Protocol's errors are ``{"error": "..."}``; the request id rides in the header and the log."""
+    settings = service.settings
+
+    def error(request: Request, status: int, message: str) -> Response:
+        headers = {**service.headers, "Retry-After": "1"} if status == 429 else None
+        return service.json({"error": message, "request_id": request.state.request_id}, status, headers)
+
     async def infer(request: Request) -> Response:
         request.state.endpoint = endpoint.name
         try:
-            body = json.loads(await read_limited(request, service.settings.max_body_bytes))
+            body = json.loads(await read_limited(request, settings.max_body_bytes))
+            rows = request.state.rows = oip.batch_size(body)
+            if rows > settings.max_batch_rows:
+                raise TooLarge(f"the batch has {rows} rows; the limit is {settings.max_batch_rows} (NB2SVC_MAX_BATCH_ROWS)")
             return service.json(await service.pool.run(oip.infer, endpoint, body, service.version))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return service.json({"error": f"the request body is not valid JSON ({exc})"}, 400)
+            return error(request, 400, f"the request body is not valid JSON ({exc})")
         except TooLarge as exc:
-            return service.json({"error": str(exc)}, 413)
+            return error(request, 413, str(exc))
         except oip.InferError as exc:
-            return service.json({"error": str(exc)}, 400)
+            return error(request, 400, str(exc))
         except Busy as exc:
-            return service.json({"error": str(exc)}, 429, {**service.headers, "Retry-After": "1"})
+            return error(request, 429, str(exc))
         except TimedOut as exc:
-            return service.json({"error": str(exc)}, 504)
+            return error(request, 504, str(exc))
         except EncodeError as exc:
-            return service.json({"error": f"{endpoint.name} returned a value that {exc}"}, 500)
+            return error(request, 500, f"{endpoint.name} returned a value that {exc}")
 
     return infer
 

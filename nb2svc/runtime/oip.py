@@ -49,6 +49,14 @@ def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
     }
 
 
+def batch_size(request: Any) -> int:
+    """The first dimension of the first input tensor (0 when the request has none to read)."""
+    try:
+        return int(request["inputs"][0]["shape"][0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return 0
+
+
 def infer(endpoint: Endpoint, request: Any, version: str) -> dict[str, Any]:
     """The response to ``POST /v2/models/<name>/infer``; runs in a worker thread."""
     columns, rows = _columns(endpoint, request)
@@ -97,7 +105,10 @@ def _rows(tensor: dict[str, Any], wants_string: bool) -> list[Any]:
     if math.prod(shape) != len(flat):
         raise InferError(f"input {tensor['name']!r} has shape {shape} but {len(flat)} values")
     if tensor.get("datatype") == "BYTES" and not wants_string:
-        flat = [json.loads(value) if isinstance(value, str) else value for value in flat]
+        try:
+            flat = [json.loads(value) if isinstance(value, str) else value for value in flat]
+        except json.JSONDecodeError as exc:
+            raise InferError(f"input {tensor['name']!r} is BYTES holding JSON, and a value is not JSON ({exc})") from None
     return _reshape(flat, shape)
 
 
