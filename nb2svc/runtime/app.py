@@ -85,7 +85,6 @@ def create_app(service_dir: str | Path, settings: Settings | None = None) -> Sta
         routes=routes, exception_handlers={HTTPException: http_error}, middleware=_middleware(settings, metrics)
     )
     app.state.service = service
-    app.state.manifest = manifest
     app.state.drift = drift
     app.state.known_routes = ", ".join(f"POST /v1/{name}/latest" for name in endpoints)
     return app
@@ -137,18 +136,21 @@ def replay_examples(endpoints: dict[str, Endpoint]) -> None:
 def _unready_app(reason: str, settings: Settings, metrics: Metrics) -> Starlette:
     """Alive, and honest about it: 200 on /health, metrics, and 503 with ``reason`` everywhere else."""
 
+    alive = encode_json({"status": "ok"})
+
+    async def health(request: Request) -> Response:
+        return Response(alive, media_type="application/json")
+
     async def unavailable(request: Request) -> Response:
         body = {"error": {"type": "not_ready", "message": reason, "request_id": request.state.request_id}}
         return Response(encode_json(body), status_code=503, media_type="application/json")
 
     routes = [
-        Route("/health", lambda request: Response(encode_json({"status": "ok"}), media_type="application/json")),
+        Route("/health", health),
         Route("/metrics", _metrics_route(metrics)),
         Route("/{path:path}", unavailable, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
-    app = Starlette(routes=routes, middleware=_middleware(settings, metrics))
-    app.state.not_ready = reason
-    return app
+    return Starlette(routes=routes, middleware=_middleware(settings, metrics))
 
 
 class _Service:

@@ -34,16 +34,20 @@ class Metrics:
             "nb2svc_model_load_seconds", "Time to load the artifacts and replay the examples", registry=self.registry,
             multiprocess_mode="max",
         )
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
-    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+    def answered(self, endpoint: str, status: int, seconds: float, rows: int | None) -> None:
         """Count one answer; the labelled children are looked up once per (endpoint, status), then reused."""
         children = self._children.get((endpoint, status))
         if children is None:
             labels = (endpoint, str(status))
-            children = self._children[(endpoint, status)] = (self.requests.labels(*labels), self.latency.labels(*labels))
+            children = self._children[(endpoint, status)] = (
+                self.requests.labels(*labels), self.latency.labels(*labels), self.rows.labels(endpoint)
+            )
         children[0].inc()
         children[1].observe(seconds)
+        if endpoint and rows is not None:
+            children[2].observe(rows)
 
     def exposition(self) -> bytes:
         if not self.multiprocess:
@@ -86,9 +90,7 @@ class RequestLog:
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         state: dict[str, Any] = scope["state"]
         endpoint = state.get("endpoint", "")
-        self.metrics.answered(endpoint, status, seconds)
-        if endpoint and "rows" in state:
-            self.metrics.rows.labels(endpoint).observe(state["rows"])
+        self.metrics.answered(endpoint, status, seconds, state.get("rows"))
         sys.stderr.write(json.dumps({
             "time": round(time.time(), 3),
             "request_id": request_id,
