@@ -16,12 +16,13 @@ from nb2svc.notebook import read_notebook
 from nb2svc.observe import observe_requirements
 from nb2svc.render import check_output, copy_runtime, publish, render_service, service_name, staging_directory
 from nb2svc.requirements import Requirement, gather_requirements
+from nb2svc.runtime.manifest import Manifest
 
 
 @dataclass(frozen=True)
 class BuildResult:
     service_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     requirements: tuple[Requirement, ...]
     lock: Lock
     seconds: float
@@ -33,7 +34,7 @@ class BuildResult:
             "seconds": round(self.seconds, 3),
             "requirements": [requirement.to_dict() for requirement in self.requirements],
             "lock": {**self.lock.to_dict(), "cached": self.lock.cached, "seconds": round(self.lock.seconds, 3)},
-            "manifest": self.manifest,
+            "manifest": self.manifest.to_dict(),
         }
 
 

@@ -117,9 +117,9 @@ def _parse_examples(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[Any]]:
 def _print_build(result: BuildResult) -> None:
     echo = functools.partial(click.echo, err=True)
     echo(f"built {result.service_dir} in {result.seconds:.1f}s")
-    for endpoint in result.manifest["endpoints"]:
-        count = len(endpoint["examples"])
-        echo(f"  POST {endpoint['route']}  {endpoint['name']}{endpoint['signature']}  ({count} example{'s' * (count != 1)})")
+    for endpoint in result.manifest.endpoints:
+        count = len(endpoint.examples)
+        echo(f"  POST {endpoint.route}  {endpoint.name}{endpoint.signature}  ({count} example{'s' * (count != 1)})")
     echo("requirements, and why:")
     for requirement in result.requirements:
         echo(f"  {requirement.spec:32} {'; '.join(requirement.reasons)}")

@@ -11,13 +11,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
 
+from nb2svc.fresh_python import run_in_fresh_python
 from nb2svc.errors import IndexUnreachable, LockConflict, PackageNotOnIndex
 from nb2svc.requirements import Requirement, format_requirements_in
 
@@ -243,14 +243,10 @@ def _last_lines(output: str, pattern: re.Pattern[str]) -> str:
 
 
 def _offline_lock(requirements: tuple[Requirement, ...], python_executable: str) -> str:
-    script = (resources.files("nb2svc") / "in_fresh_python.py").read_text(encoding="utf-8")
-    request = {"task": "closure", "names": [r.name for r in requirements]}
+    request: dict[str, Any] = {"task": "closure", "names": [r.name for r in requirements]}
     pins: dict[str, str] = {}
     for python in (python_executable, sys.executable):  # the kernel's environment, then the builder's
-        done = subprocess.run([python, "-c", script], input=json.dumps(request), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"reading the installed metadata failed:\n{done.stderr[-2000:]}")
-        found = json.loads(done.stdout)
+        found = run_in_fresh_python(python, request, "reading the installed metadata")
         pins.update({name: pinned for name, pinned in found["pins"].items() if name not in pins})
         request["names"] = found["missing"]
         if not found["missing"]:

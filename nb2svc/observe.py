@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +9,13 @@ from nb2svc.capture import Capture, CapturedEndpoint, Distribution, distribution
 from packaging.utils import canonicalize_name
 
 from nb2svc.errors import CaptureFailed
+from nb2svc.fresh_python import run_in_fresh_python
 
 _REASONS = {
     "loading": "loading {endpoint}",
     "import_statements": "an import statement in {endpoint}",
     "examples": "calling {endpoint} on its examples",
 }
-_SCRIPT = (resources.files("nb2svc") / "in_fresh_python.py").read_text(encoding="utf-8")
 
 
 def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple[Distribution, ...]]:
@@ -35,14 +31,7 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple
         "runtime_path": str(service_dir),
         "endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints],
     }
-    with tempfile.TemporaryDirectory(prefix="nb2svc-observe-") as empty:  # nothing importable from the cwd
-        done = subprocess.run(
-            [capture.python_executable, "-c", _SCRIPT],
-            input=json.dumps(request), capture_output=True, text=True, cwd=empty,
-        )
-    if done.returncode != 0:
-        raise RuntimeError(f"observing the artifacts' imports failed:\n{done.stderr[-2000:]}")
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_in_fresh_python(capture.python_executable, request, "observing the artifacts' imports")
     if "error" in report:
         raise _cannot_load(capture, report["error"])
     machinery = set(report["kernel_machinery"])

@@ -20,8 +20,21 @@ from nb2svc.execute import CellTiming
 from nb2svc.notebook import NotebookSpec
 from nb2svc.lock import Lock
 from nb2svc.requirements import Requirement
+from nb2svc.runtime.manifest import (
+    FILENAME,
+    CellTime,
+    EndpointDescription,
+    Example,
+    LockDescription,
+    Manifest,
+    NotebookDescription,
+    ParameterDescription,
+    PythonDescription,
+    RecordedFrame,
+    RequirementEntry,
+    RequirementReason,
+)
 
-MANIFEST_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -82,10 +95,10 @@ def render_service(
     requirements: tuple[Requirement, ...],
     lock: Lock,
     timings: tuple[CellTiming, ...],
-) -> dict[str, Any]:
+) -> Manifest:
     """Write everything but the runtime and the artifacts (already there) into ``staging``."""
     manifest = build_manifest(spec, capture, requirements, lock, timings)
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (staging / FILENAME).write_text(manifest.to_json(), encoding="utf-8")
     (staging / "requirements.in").write_text(lock.requirements_in, encoding="utf-8")
     (staging / "requirements.txt").write_text(lock.requirements_txt, encoding="utf-8")
     (staging / "app.py").write_text(_template("app.py"), encoding="utf-8")
@@ -101,44 +114,51 @@ def build_manifest(
     requirements: tuple[Requirement, ...],
     lock: Lock,
     timings: tuple[CellTiming, ...],
-) -> dict[str, Any]:
+) -> Manifest:
     """The one contract between the builder and the service runtime."""
-    return {
-        "manifest_version": MANIFEST_VERSION,
-        "name": service_name(spec.path),
-        "version": _version(capture),
-        "nb2svc_version": __version__,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "notebook": {"file": spec.path.name, "sha256": spec.sha256},
-        "parameters": {},  # the notebook's `parameters` cell overrides (not built yet: always empty)
-        "python": {
-            "version": capture.python_version,
-            "minor": lock.python_version,
-            "implementation": capture.python_implementation,
-        },
-        "cloudpickle_version": capture.cloudpickle_version,
-        "endpoints": [
-            {
-                "name": e.name,
-                "route": f"/v1/{e.name}/latest",
-                "cell": e.cell_number,
-                "signature": e.signature,
-                "parameters": list(e.parameters),
-                "doc": e.doc,
-                "is_async": e.is_async,
-                "artifact": e.artifact,
-                "sha256": e.sha256,
-                "bytes": e.size,
-                "examples": list(e.examples),
-                "schema": e.schema,
-            }
-            | ({"dataframe": e.dataframe} if e.dataframe else {})
-            for e in capture.endpoints
-        ],
-        "requirements": [requirement.to_dict() for requirement in requirements],
-        "lock": lock.to_dict(),
-        "cells": [{"cell": t.number, "seconds": t.seconds} for t in timings],
-    }
+    return Manifest(
+        name=service_name(spec.path),
+        version=_version(capture),
+        nb2svc_version=__version__,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        notebook=NotebookDescription(file=spec.path.name, sha256=spec.sha256),
+        python=PythonDescription(
+            version=capture.python_version, minor=lock.python_version, implementation=capture.python_implementation
+        ),
+        cloudpickle_version=capture.cloudpickle_version,
+        endpoints=tuple(_endpoint(e) for e in capture.endpoints),
+        requirements=tuple(_requirement(r) for r in requirements),
+        lock=_lock(lock),
+        cells=tuple(CellTime(cell=t.number, seconds=t.seconds) for t in timings),
+    )
+
+
+def _endpoint(e: Any) -> EndpointDescription:  # TODO(capture): capture yields EndpointDescription itself
+    described = {p["name"]: p for p in e.parameters}
+    return EndpointDescription(
+        name=e.name, cell=e.cell_number, artifact=e.artifact, sha256=e.sha256, bytes=e.size, signature=e.signature,
+        doc=e.doc, is_async=e.is_async,
+        parameters=tuple(
+            ParameterDescription(
+                name=p["name"], kind=described.get(p["name"], {}).get("kind", "positional_or_keyword"), schema=p["schema"],
+                required=p["required"], annotation=described.get(p["name"], {}).get("annotation"), default=p.get("default"),
+            )
+            for p in e.schema["parameters"]
+        ),
+        returns=e.schema["returns"], dataframe=e.schema["dataframe"],
+        recorded_frame=RecordedFrame(tuple(e.dataframe["columns"]), e.dataframe["dtypes"]) if e.dataframe else None,
+        examples=tuple(Example(x["request"], x["response"], x.get("source", "notebook")) for x in e.examples),
+    )
+
+
+def _requirement(r: Requirement) -> RequirementEntry:  # TODO(requirements): reasons carry their source
+    return RequirementEntry(r.name, r.spec, tuple(RequirementReason("notebook", text) for text in r.reasons))
+
+
+def _lock(lock: Lock) -> LockDescription:  # TODO(lock): Lock.description()
+    d = lock.to_dict()
+    return LockDescription(d["tool"], d["python_version"], d["hashes"], d["offline"], d["index_url"],
+                           tuple(d["extra_index_urls"]), d["pins"])
 
 
 def _version(capture: Capture) -> str:
@@ -155,36 +175,36 @@ def _template(name: str) -> str:
     return (PACKAGE / "templates" / name).read_text(encoding="utf-8")
 
 
-def _fill(name: str, manifest: dict[str, Any]) -> str:
-    python_version = manifest["python"]["version"]
-    lock = manifest["lock"]
-    install = "pip install --require-hashes -r requirements.txt" if lock["hashes"] else "pip install -r requirements.txt"
+def _fill(name: str, manifest: Manifest) -> str:
+    python_version = manifest.python.version
+    lock = manifest.lock
+    install = "pip install --require-hashes -r requirements.txt" if lock.hashes else "pip install -r requirements.txt"
     return string.Template(_template(name)).substitute(
         install=install,
         install_docker=install.replace("pip install", "pip install --no-cache-dir"),
         lock_note=(
-            f"locked with {lock['tool']}, every package pinned and hashed"
-            if lock["hashes"]
-            else f"OFFLINE lock ({lock['tool']}): pinned from the installed metadata, without hashes"
+            f"locked with {lock.tool}, every package pinned and hashed"
+            if lock.hashes
+            else f"OFFLINE lock ({lock.tool}): pinned from the installed metadata, without hashes"
         ),
-        name=manifest["name"],
-        nb2svc_version=manifest["nb2svc_version"],
-        notebook=manifest["notebook"]["file"],
-        notebook_sha256=manifest["notebook"]["sha256"],
-        built_at=manifest["built_at"],
+        name=manifest.name,
+        nb2svc_version=manifest.nb2svc_version,
+        notebook=manifest.notebook.file,
+        notebook_sha256=manifest.notebook.sha256,
+        built_at=manifest.built_at,
         python_version=python_version,
-        python_minor=".".join(python_version.split(".")[:2]),
-        cloudpickle_version=manifest["cloudpickle_version"],
-        endpoints="".join(_endpoint_section(e) for e in manifest["endpoints"]),
+        python_minor=manifest.python.minor,
+        cloudpickle_version=manifest.cloudpickle_version,
+        endpoints="".join(_endpoint_section(e) for e in manifest.endpoints),
     )
 
 
-def _endpoint_section(endpoint: dict[str, Any]) -> str:
-    examples = endpoint["examples"]
-    body = json.dumps(examples[0]["request"]).replace("'", "'\\''") if examples else '{"data": ...}'
-    answer = f"    # {json.dumps(examples[0]['response'])}\n" if examples else ""
+def _endpoint_section(endpoint: EndpointDescription) -> str:
+    examples = endpoint.examples
+    body = json.dumps(examples[0].request).replace("'", "'\\''") if examples else '{"data": ...}'
+    answer = f"    # {json.dumps(examples[0].response)}\n" if examples else ""
     return (
-        f"### `{endpoint['name']}{endpoint['signature']}`\n\n"
-        f"    curl -s -X POST localhost:8000{endpoint['route']} -H 'Content-Type: application/json' -d '{body}'\n"
+        f"### `{endpoint.name}{endpoint.signature}`\n\n"
+        f"    curl -s -X POST localhost:8000{endpoint.route} -H 'Content-Type: application/json' -d '{body}'\n"
         f"{answer}\n"
     )
