@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from nb2svc.build import BuildResult, build
 from nb2svc.errors import Nb2svcError
 from nb2svc.execute import CellProgress
 from nb2svc.lock import LockOptions
+from nb2svc.runtime.settings import SETTINGS, Setting, Settings
 from nb2svc.serve import serve
 from nb2svc.verify import ExampleCheck, VerifyResult, verify
 
@@ -151,48 +152,68 @@ def _print_check(check: ExampleCheck) -> None:
     click.echo(line if check.passed else f"{line}\n     {check.difference}", err=True)
 
 
+def _setting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """A flag for each runtime setting that has one, from the runtime's own table (name, variable, parser, help).
+
+    A flag given is handed to the workers through the setting's variable, as text the runtime parses
+    with the same parser; a flag not given leaves the variable, if set, for the runtime to read.
+    """
+    for setting in reversed([s for s in SETTINGS if s.flag]):
+        default = Settings.default(setting.field)
+        shown = ", ".join(default) or "none" if isinstance(default, tuple) else default
+        help_text = f"{setting.help} [env: {setting.variable}; default: {shown}]"
+        if isinstance(default, bool):
+            option = click.option(
+                f"--{setting.flag}", setting.field, is_flag=True, default=None, help=help_text, allow_from_autoenv=False
+            )
+        else:
+            option = click.option(
+                f"--{setting.flag}", setting.field, multiple=setting.repeatable, help=help_text,
+                type=_SettingText(setting), metavar=setting.field.upper(), allow_from_autoenv=False,
+            )
+        command = option(command)
+    return command
+
+
+class _SettingText(click.ParamType):
+    """A flag's text, checked with the runtime's own parser (the runtime parses the same text again)."""
+
+    name = "text"
+
+    def __init__(self, setting: Setting) -> None:
+        self.setting = setting
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            self.setting.parse(str(value))
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc}", param, ctx)
+        return str(value)
+
+
 @cli.command("serve")
 @click.argument("service_dir", default=".", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
-@click.option("--max-body-bytes", envvar="NB2SVC_MAX_BODY_BYTES", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1), help="Larger request bodies are refused with 413.")
-@click.option("--max-batch-rows", envvar="NB2SVC_MAX_BATCH_ROWS", default=10_000, show_default=True, type=click.IntRange(min=1), help="Larger batches are refused with 413.")
-@click.option("--timeout", envvar="NB2SVC_TIMEOUT", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Seconds a request may take before a 504.")
-@click.option("--max-concurrent", envvar="NB2SVC_MAX_CONCURRENT", default=32, show_default=True, type=click.IntRange(min=1), help="Predictions in flight per worker; more are refused with 429.")
-@click.option("--cors-origin", "cors_origins", envvar="NB2SVC_CORS_ORIGINS", multiple=True, help="An origin allowed by CORS (repeatable).  [default: none, CORS off]")
-@click.option("--metrics-need-key", envvar="NB2SVC_METRICS_NEED_KEY", is_flag=True, help="/metrics asks for the API key too.")
-@click.option("--debug", envvar="NB2SVC_DEBUG", is_flag=True, help="Put tracebacks in 500 answers.")
 @click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=0), help="Seconds in-flight requests get after SIGTERM.")
-def serve_command(
-    service_dir: Path,
-    host: str,
-    port: int,
-    workers: int,
-    max_body_bytes: int,
-    max_batch_rows: int,
-    timeout: float,
-    max_concurrent: int,
-    cors_origins: tuple[str, ...],
-    metrics_need_key: bool,
-    debug: bool,
-    graceful_timeout: int,
-) -> None:
+@_setting_options
+def serve_command(service_dir: Path, host: str, port: int, workers: int, graceful_timeout: int, **given: Any) -> None:
     """Serve SERVICE_DIR (a directory written by `nb2svc build`) with uvicorn.
 
     The API key is read from NB2SVC_API_KEY only (comma-separated keys), never from a flag.
     """
-    settings = {
-        "NB2SVC_MAX_BODY_BYTES": str(max_body_bytes),
-        "NB2SVC_MAX_BATCH_ROWS": str(max_batch_rows),
-        "NB2SVC_TIMEOUT": str(timeout),
-        "NB2SVC_MAX_CONCURRENT": str(max_concurrent),
-        "NB2SVC_CORS_ORIGINS": ",".join(cors_origins),
-        "NB2SVC_METRICS_NEED_KEY": "1" if metrics_need_key else "",
-        "NB2SVC_DEBUG": "1" if debug else "",
-    }
+    variables = {}
+    for setting in SETTINGS:
+        value = given.get(setting.field)
+        if value is True:
+            variables[setting.variable] = "1"
+        elif isinstance(value, tuple) and value:
+            variables[setting.variable] = ",".join(value)
+        elif isinstance(value, str):
+            variables[setting.variable] = value
     with _reporting_errors(False, None):
-        serve(service_dir, host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=settings)
+        serve(service_dir, host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=variables)
 
 
 class _Progress:

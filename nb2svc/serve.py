@@ -9,7 +9,8 @@ from pathlib import Path
 
 import uvicorn
 
-from nb2svc.errors import ServiceDirInvalid
+from nb2svc.errors import ServiceDirInvalid, UsageError
+from nb2svc.runtime.settings import SettingError, Settings
 
 
 def check_service_dir(service_dir: Path) -> None:
@@ -42,6 +43,10 @@ def serve(
     service_dir = Path(service_dir).resolve()
     check_service_dir(service_dir)
     os.environ.update(settings or {})
+    try:
+        Settings.from_environment()  # what every worker will read: refused here, before a worker starts
+    except SettingError as exc:
+        raise UsageError(str(exc), setting=exc.variable) from None
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nb2svc-metrics-")
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the handlers it

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2svc.errors import ServiceDidNotStart, VerifyEnvironmentFailed, VerifyMismatch
+from nb2svc.errors import ServiceDidNotStart, ServiceDirInvalid, VerifyEnvironmentFailed, VerifyMismatch
 from nb2svc.runtime.compare import compare
+from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
+from nb2svc.server_process import free_port, running_server
 from nb2svc.serve import check_service_dir
 
 START_TIMEOUT = 120.0
@@ -75,16 +75,16 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
     started = time.perf_counter()
     service_dir = Path(service_dir).resolve()
     check_service_dir(service_dir)
-    manifest = json.loads((service_dir / "manifest.json").read_text(encoding="utf-8"))
-    python = find_python(manifest["python"]["minor"])
+    manifest = _manifest(service_dir)
+    python = find_python(manifest.python.minor)
     with tempfile.TemporaryDirectory(prefix="nb2svc-verify-") as work:
         install_started = time.perf_counter()
-        environment = _install(python, Path(work) / "venv", service_dir, manifest["lock"]["hashes"])
+        environment = _install(python, Path(work) / "venv", service_dir, manifest.lock.hashes)
         install_seconds = time.perf_counter() - install_started
         with _serving(environment, service_dir) as base_url:
             _require_ready(base_url)
             checks = tuple(_replay(base_url, manifest, on_check or (lambda _: None)))
-    result = VerifyResult(service_dir, manifest["python"]["minor"], checks, install_seconds, time.perf_counter() - started)
+    result = VerifyResult(service_dir, manifest.python.minor, checks, install_seconds, time.perf_counter() - started)
     failed = [check for check in checks if not check.passed]
     if failed:
         raise VerifyMismatch(
@@ -93,6 +93,13 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
             result=result.to_dict(),
         )
     return result
+
+
+def _manifest(service_dir: Path) -> Manifest:
+    try:
+        return read_manifest(service_dir)
+    except ManifestError as exc:
+        raise ServiceDirInvalid(str(exc), path=str(service_dir)) from None
 
 
 def find_python(minor: str) -> str:
@@ -142,39 +149,17 @@ def _run_or_fail(command: list[str], what: str) -> None:
 @contextmanager
 def _serving(python: Path, service_dir: Path) -> Iterator[str]:
     """The service run from ``python``'s environment alone on a free port; stopped on exit."""
-    port = _free_port()
-    log = tempfile.TemporaryFile(mode="w+")
+    port = free_port()
+    # -I keeps the builder's environment out: no PYTHONPATH, no user site; --app-dir finds app.py.
     command = [str(python), "-I", "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
-    # -I keeps the builder's environment out: no PYTHONPATH, no user site; uvicorn adds the cwd for app:app.
     environment = {name: value for name, value in os.environ.items() if name != "NB2SVC_API_KEY"}  # answers, not auth
-    process = subprocess.Popen(
-        command + ["--app-dir", str(service_dir)], cwd=service_dir, env=environment, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_until_healthy(base_url, process, log)
-        yield base_url
-    finally:
-        _stop(process)
-        log.close()
-
-
-def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Any) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    log.seek(0)
-    tail = "\n  ".join(log.read().strip().splitlines()[-15:])
-    state = f"exited with {process.returncode}" if process.poll() is not None else f"did not answer in {START_TIMEOUT:g}s"
-    raise ServiceDidNotStart(f"the service installed from the lock {state}:\n  {tail}")
+        with running_server(
+            command + ["--app-dir", str(service_dir)], port, cwd=service_dir, env=environment, timeout=START_TIMEOUT
+        ) as server:
+            yield server.url
+    except ServiceDidNotStart as exc:
+        raise ServiceDidNotStart(f"the service installed from the lock did not start: {exc.message}") from None
 
 
 def _require_ready(base_url: str) -> None:
@@ -183,39 +168,24 @@ def _require_ready(base_url: str) -> None:
         with urllib.request.urlopen(f"{base_url}/ready", timeout=10):
             return
     except urllib.error.HTTPError as exc:
-        reason = json.loads(exc.read() or b"{}").get("error", {}).get("message", f"HTTP {exc.code}")
-    if "answers differently from the training kernel" in reason:
+        error = json.loads(exc.read() or b"{}").get("error", {})
+    reason = error.get("message", "no reason given")
+    if error.get("kind") == "example_mismatch":
         raise VerifyMismatch(f"the service installed from the lock is not ready: {reason}", reason=reason)
-    raise ServiceDidNotStart(f"the service installed from the lock is not ready: {reason}", reason=reason)
+    raise ServiceDidNotStart(f"the service installed from the lock is not ready: {reason}", reason=reason, kind=error.get("kind"))
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _replay(base_url: str, manifest: dict[str, Any], on_check: OnCheck) -> Iterator[ExampleCheck]:
-    for endpoint in manifest["endpoints"]:
-        for number, example in enumerate(endpoint.get("examples", []), start=1):
-            actual = _post(f"{base_url}{endpoint['route']}", example["request"])
+def _replay(base_url: str, manifest: Manifest, on_check: OnCheck) -> Iterator[ExampleCheck]:
+    for endpoint in manifest.endpoints:
+        for number, example in enumerate(endpoint.examples, start=1):
+            actual = _post(f"{base_url}{endpoint.route}", example.request)
             check = ExampleCheck(
-                endpoint=endpoint["name"],
+                endpoint=endpoint.name,
                 number=number,
-                request=example["request"],
-                expected=example["response"],
+                request=example.request,
+                expected=example.response,
                 actual=actual,
-                difference=compare(example["response"], actual),
+                difference=compare(example.response, actual),
             )
             on_check(check)
             yield check

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 import nb2svc
 from nb2svc.runtime.app import create_app
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 
 @pytest.fixture(scope="module")

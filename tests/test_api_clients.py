@@ -12,7 +12,7 @@ import pytest
 
 import nb2svc
 
-from conftest import FIXTURES, running_server
+from helpers import FIXTURES, running_server
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from nb2svc.errors import CaptureFailed
 from nb2svc.execute import execute_notebook
 from nb2svc.notebook import read_notebook
 
-from conftest import FIXTURES, kernel_processes
+from helpers import FIXTURES, kernel_processes
 
 LOCAL = FIXTURES / "local_module" / "uses_local_module.ipynb"
 

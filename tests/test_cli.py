@@ -17,7 +17,7 @@ from nb2svc import __version__
 from nb2svc.cli import cli
 from nb2svc.runtime.app import create_app
 
-from conftest import FIXTURES, kernel_processes
+from helpers import FIXTURES, kernel_processes
 
 LR = FIXTURES / "linear_regression.ipynb"
 

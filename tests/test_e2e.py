@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from conftest import FIXTURES, ROOT, running_server
+from helpers import FIXTURES, ROOT, running_server
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from schemathesis.checks import content_type_conformance, status_code_conformanc
 import nb2svc
 from nb2svc.runtime.app import create_app
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = 300  # bounded: about 20 per operation

@@ -20,7 +20,7 @@ import pytest
 
 import nb2svc
 
-from conftest import FIXTURES, running_server
+from helpers import FIXTURES, running_server
 
 pytestmark = pytest.mark.e2e
 CONNECTIONS, SECONDS, MAX_REQUESTS = 32, 30.0, 200_000

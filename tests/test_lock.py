@@ -17,7 +17,7 @@ import nb2svc
 from nb2svc.cli import cli
 from nb2svc.lock import LockOptions
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 LR = FIXTURES / "linear_regression.ipynb"
 

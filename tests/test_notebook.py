@@ -9,7 +9,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nb2svc.errors import NoEndpoint, NotebookInvalid
 from nb2svc.notebook import read_notebook
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 
 def write(tmp_path: Path, *cells: tuple[str, list[str]], kernel: str | None = "python3") -> Path:

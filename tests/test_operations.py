@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from nb2svc.runtime.app import create_app
 from nb2svc.runtime.settings import Settings
 
-from conftest import make_service
+from helpers import make_service
 
 
 def double(x):

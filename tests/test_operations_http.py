@@ -15,7 +15,7 @@ import pytest
 
 import nb2svc
 
-from conftest import FIXTURES, Server, running_server
+from helpers import FIXTURES, ServerProcess, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def server(service: Path, unused_tcp_port: int) -> Iterator[Server]:
+def server(service: Path, unused_tcp_port: int) -> Iterator[ServerProcess]:
     command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(unused_tcp_port),
                "--max-body-bytes", "1000", "--max-batch-rows", "5", "--timeout", "1", "--max-concurrent", "1"]
     env = {**os.environ, "NB2SVC_API_KEY": "old-key,new-key"}
@@ -36,7 +36,7 @@ def server(service: Path, unused_tcp_port: int) -> Iterator[Server]:
         yield server
 
 
-def test_statuses_over_http(server: Server) -> None:
+def test_statuses_over_http(server: ServerProcess) -> None:
     base = server.url
     url = f"{base}/v1/double/latest"
     key = {"Authorization": "Bearer new-key"}
@@ -59,7 +59,7 @@ def test_statuses_over_http(server: Server) -> None:
     assert "Traceback" not in slow.text + busy.text
 
 
-def test_sigterm_finishes_the_request_in_flight_then_exits_0(server: Server) -> None:
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(server: ServerProcess) -> None:
     base, process = server.url, server.process
     answers: list[httpx.Response] = []
     call = threading.Thread(target=lambda: answers.append(httpx.post(

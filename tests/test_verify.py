@@ -14,7 +14,7 @@ import nb2svc
 from nb2svc.cli import cli
 from nb2svc.runtime.compare import compare
 
-from conftest import FIXTURES, kernel_processes
+from helpers import FIXTURES, kernel_processes
 
 pytestmark = pytest.mark.e2e
 

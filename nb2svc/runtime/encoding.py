@@ -3,7 +3,7 @@
 numpy scalars and arrays become numbers and lists, pandas Series lists and
 DataFrames records, NaN and infinities null, datetimes and dates ISO 8601
 strings, bytes base64, Decimal exact strings, sets sorted lists, dataclasses
-and pydantic models objects. Anything else is an EncodeError naming the type.
+and pydantic models objects. Anything else is Unencodable, naming the type.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import json
 import math
 from typing import Any
 
-
-class EncodeError(Exception):
-    """A result has a type that cannot be written as JSON."""
+from .errors import Unencodable
 
 
 def encode_json(payload: Any) -> bytes:
@@ -29,7 +27,9 @@ def encode_json(payload: Any) -> bytes:
         except ValueError:  # NaN or an infinity somewhere: JSON has no such numbers
             text = json.dumps(_finite(payload), default=plain, allow_nan=False, separators=(",", ":"))
     except TypeError as exc:  # e.g. a dict whose keys are tuples
-        raise EncodeError(f"the result cannot be encoded as JSON: {exc}") from None
+        raise Unencodable(f"the result cannot be encoded as JSON: {exc}") from None
+    except RecursionError:
+        raise Unencodable("the result is nested too deeply to be encoded as JSON") from None
     return text.encode("utf-8")
 
 
@@ -57,7 +57,7 @@ def plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):  # pandas Timestamp, numpy datetime64 handled by tolist above
         return value.isoformat()
     kind = type(value)
-    raise EncodeError(f"the result contains a {kind.__module__}.{kind.__qualname__}, which cannot be encoded as JSON")
+    raise Unencodable(f"the result contains a {kind.__module__}.{kind.__qualname__}, which cannot be encoded as JSON")
 
 
 def _finite(value: Any) -> Any:

@@ -13,40 +13,50 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .invoke import Invoker
+from .manifest import EndpointDescription, RecordedFrame
 from .schema import Signature, read_signature
 
 
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
-    name: str
+    """A loaded endpoint: how to call it, and the manifest's description of it."""
+
     invoker: Invoker
-    described: dict[str, Any]  # the manifest's entry
+    described: EndpointDescription
+
+    @property
+    def name(self) -> str:
+        return self.described.name
 
     @property
     def signature(self) -> Signature:
         return self.invoker.signature
 
 
-def load_endpoint(service_dir: Path, described: dict[str, Any]) -> Endpoint:
+class ArtifactRefused(Exception):
+    """The artifact is missing, outside artifacts/, or not the one the manifest's digest names: never unpickled."""
+
+
+def load_endpoint(service_dir: Path, described: EndpointDescription) -> Endpoint:
     """Unpickle an endpoint's artifact, only after checking it is one of this service's, as the manifest says."""
     artifacts = (service_dir / "artifacts").resolve()
-    path = (service_dir / described["artifact"]).resolve()
+    path = (service_dir / described.artifact).resolve()
     if path.parent != artifacts:
-        raise RuntimeError(f"the manifest names {described['artifact']!r}, which is not in artifacts/: refusing to load it")
+        raise ArtifactRefused(f"the manifest names {described.artifact!r}, which is not in artifacts/: refusing to load it")
     if not path.is_file():
-        raise RuntimeError(f"the artifact of {described['name']} is missing: {path}")
+        raise ArtifactRefused(f"the artifact of {described.name} is missing: {path}")
     payload = path.read_bytes()
     digest = hashlib.sha256(payload).hexdigest()
-    if digest != described["sha256"]:
-        raise RuntimeError(
-            f"{path} does not match the manifest (sha256 {digest}, expected {described['sha256']}): "
+    if digest != described.sha256:
+        raise ArtifactRefused(
+            f"{path} does not match the manifest (sha256 {digest}, expected {described.sha256}): "
             "the artifact was changed after the build. Rebuild the service."
         )
     function = pickle.loads(payload)
-    return Endpoint(name=described["name"], invoker=invoker_for(function, described.get("dataframe")), described=described)
+    return Endpoint(invoker=invoker_for(function, described.recorded_frame), described=described)
 
 
-def invoker_for(function: Callable[..., Any], frame: dict[str, Any] | None = None) -> Invoker:
+def invoker_for(function: Callable[..., Any], frame: RecordedFrame | None = None) -> Invoker:
     """How requests call ``function``: the same in the service, in the training kernel and in the fresh interpreter."""
     return Invoker(_synchronous(function), _with_recorded_frame(read_signature(function), frame))
 
@@ -73,7 +83,7 @@ def _synchronous(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _with_recorded_frame(signature: Signature, frame: dict[str, Any] | None) -> Signature:
+def _with_recorded_frame(signature: Signature, frame: RecordedFrame | None) -> Signature:
     """A DataFrame endpoint builds its table with the columns and dtypes of the notebook's own calls."""
     if not signature.dataframe or not frame:
         return signature
@@ -82,7 +92,7 @@ def _with_recorded_frame(signature: Signature, frame: dict[str, Any] | None) -> 
 
     def convert(records: Any) -> Any:
         table = build(records)
-        columns = [c for c in frame["columns"] if c in table.columns] + [c for c in table.columns if c not in frame["columns"]]
-        return table[columns].astype({c: t for c, t in frame["dtypes"].items() if c in table.columns})
+        columns = [c for c in frame.columns if c in table.columns] + [c for c in table.columns if c not in frame.columns]
+        return table[columns].astype({c: t for c, t in frame.dtypes.items() if c in table.columns})
 
     return dataclasses.replace(signature, parameters=(dataclasses.replace(parameter, convert=convert),))

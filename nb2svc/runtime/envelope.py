@@ -20,19 +20,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import BadRequest, BindingError
 from .schema import Signature
-
-
-class RequestError(Exception):
-    """The request cannot be read as a call (HTTP 400)."""
-
-
-class BindingError(Exception):
-    """The values do not fit the function's parameters (HTTP 422); ``parameter`` names the one at fault."""
-
-    def __init__(self, message: str, parameter: str | None = None) -> None:
-        super().__init__(message)
-        self.parameter = parameter
 
 
 @dataclass(frozen=True)
@@ -43,14 +32,10 @@ class Batch:
     rows: list[dict[str, Any] | BindingError]
 
 
-def read_body(body: bytes) -> Any:
-    """The value of ``data`` in a request body."""
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f'the request body is not valid JSON ({exc}); send {{"data": ...}}') from None
+def read_data(payload: Any) -> Any:
+    """The value of ``data`` in a request body's JSON value."""
     if not isinstance(payload, dict) or "data" not in payload:
-        raise RequestError('the request body must be a JSON object with a "data" field, e.g. {"data": 3}')
+        raise BadRequest('the request body must be a JSON object with a "data" field, e.g. {"data": 3}')
     return payload["data"]
 
 
@@ -63,7 +48,7 @@ def read_batch(data: list[Any], signature: Signature) -> Batch:
     rows: list[dict[str, Any] | BindingError] = []
     for index, row in enumerate(data):
         if not isinstance(row, list) or not row:
-            raise RequestError(
+            raise BadRequest(
                 f"data[{index}] must be a list [id, arg, ...]: in a batch every row starts with its id "
                 f"(got {json.dumps(row)[:80]})"
             )

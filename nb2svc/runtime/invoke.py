@@ -11,18 +11,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .envelope import Batch, BindingError, bind, is_batch, read_batch
+from .envelope import Batch, bind, is_batch, read_batch
+from .errors import BindingError, CallFailed
 from .schema import Signature, unchanged
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
-
-
-class CallFailed(Exception):
-    """The function raised (HTTP 500 for one call, a row error in a batch)."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(f"{type(error).__name__}: {error}")
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -68,7 +61,7 @@ class Invoker:
                 answers.append([row_id, self._call(self.arguments(row))])
             except (BindingError, CallFailed) as exc:
                 answers.append([row_id, None])
-                errors.append([row_id, error_body(exc)])
+                errors.append([row_id, exc.body()])
         return BatchAnswer(answers, errors)
 
     def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
@@ -122,13 +115,6 @@ def answer(invoker: Invoker, data: Any) -> dict[str, Any]:
         result = invoker.call_batch(data)
         return {"data": result.data, "errors": result.errors} if result.errors else {"data": result.data}
     return {"data": invoker.call(data)}
-
-
-def error_body(exc: BindingError | CallFailed) -> dict[str, Any]:
-    if isinstance(exc, CallFailed):
-        return {"type": type(exc.error).__name__, "message": str(exc.error)}
-    body: dict[str, Any] = {"type": "validation_error", "message": str(exc)}
-    return body | ({"parameter": exc.parameter} if exc.parameter else {})
 
 
 def _validator(schema: dict[str, Any]) -> Callable[[str, Any], None]:

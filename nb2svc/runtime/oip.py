@@ -8,30 +8,70 @@ own calls). The results form the tensor "output".
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .calls import Call, Service, answer
 from .endpoint import Endpoint
-from .envelope import BindingError
-from .invoke import CallFailed, per_row
+from .errors import BadRequest, ServiceError
+from .invoke import per_row
 
 _DATATYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
-
-
-class InferError(Exception):
-    """The inference request cannot be answered (HTTP 400, ``{"error": ...}`` as the protocol says)."""
-
-
 _FRAME_DATATYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32": "FP32", "bool": "BOOL"}
 
 
+class OpenInference:
+    """Errors are ``{"error": "..."}`` as the protocol says; the request id rides beside it, in the header and the log."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version  # the model_version of every answer
+
+    def read(self, payload: Any, endpoint: Endpoint) -> Call:
+        return Call(batch_size(payload), functools.partial(infer, endpoint, payload, self.version))
+
+    def error_body(self, error: ServiceError, request_id: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return {"error": error.message, "request_id": request_id, **extra}
+
+
+def server_routes(static: Any, name: str, version: str) -> list[BaseRoute]:
+    return [
+        Route("/v2", static({"name": name, "version": version, "extensions": []})),
+        Route("/v2/health/live", static({"live": True})),
+        Route("/v2/health/ready", static({"ready": True})),
+    ]
+
+
+def model_routes(service: Service, endpoints: tuple[Endpoint, ...], static: Any) -> list[BaseRoute]:
+    protocol = OpenInference(service.version)
+    found: list[BaseRoute] = []
+    for endpoint in endpoints:
+        found += [
+            Route(f"/v2/models/{endpoint.name}", static(metadata(endpoint, service.version))),
+            Route(f"/v2/models/{endpoint.name}/ready", static({"name": endpoint.name, "ready": True})),
+            Route(f"/v2/models/{endpoint.name}/infer", _infer_route(service, endpoint, protocol), methods=["POST"]),
+        ]
+    return found
+
+
+def _infer_route(service: Service, endpoint: Endpoint, protocol: OpenInference) -> Any:
+    async def infer_request(request: Request) -> Response:
+        return await answer(request, service, endpoint, protocol)
+
+    return infer_request
+
+
 def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
-    frame = endpoint.described.get("dataframe")
+    frame = endpoint.described.recorded_frame
     if endpoint.signature.dataframe and frame:
         inputs = [
-            {"name": column, "datatype": _FRAME_DATATYPES.get(frame["dtypes"].get(column, ""), "BYTES"), "shape": [-1]}
-            for column in frame["columns"]
+            {"name": column, "datatype": _FRAME_DATATYPES.get(frame.dtypes.get(column, ""), "BYTES"), "shape": [-1]}
+            for column in frame.columns
         ]
     else:
         inputs = [
@@ -61,21 +101,18 @@ def infer(endpoint: Endpoint, request: Any, version: str) -> dict[str, Any]:
     """The response to ``POST /v2/models/<name>/infer``; runs in a worker thread."""
     columns, rows = _columns(endpoint, request)
     invoker = endpoint.invoker
-    try:
-        if endpoint.signature.dataframe:
-            records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
-            results = per_row(invoker.call(records))
-        else:
-            results = [invoker.call_named({name: column[i] for name, column in columns.items()}) for i in range(rows)]
-    except (BindingError, CallFailed) as exc:
-        raise InferError(str(exc)) from exc
+    if endpoint.signature.dataframe:
+        records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+        results = per_row(invoker.call(records))
+    else:
+        results = [invoker.call_named({name: column[i] for name, column in columns.items()}) for i in range(rows)]
     response = {"model_name": endpoint.name, "model_version": version, "outputs": [_tensor("output", results)]}
     return response | ({"id": request["id"]} if "id" in request else {})
 
 
 def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], int]:
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
-        raise InferError('an inference request is a JSON object with a non-empty "inputs" list of tensors')
+        raise BadRequest('an inference request is a JSON object with a non-empty "inputs" list of tensors')
     names = [p.name for p in endpoint.signature.parameters]
     tensors = request["inputs"]
     dataframe = endpoint.signature.dataframe
@@ -85,11 +122,11 @@ def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], in
     for tensor in tensors:
         name = tensor.get("name")
         if not isinstance(name, str) or (name not in names and not dataframe):
-            raise InferError(f"input {name!r} is not a parameter of {endpoint.name}; its inputs are {names}")
+            raise BadRequest(f"input {name!r} is not a parameter of {endpoint.name}; its inputs are {names}")
         columns[name] = _rows(tensor, dataframe or _wants_string(endpoint, name))
     counts = {len(column) for column in columns.values()}
     if len(counts) != 1:
-        raise InferError(f"the inputs' first dimensions differ ({sorted(counts)}): it is the batch size")
+        raise BadRequest(f"the inputs' first dimensions differ ({sorted(counts)}): it is the batch size")
     return columns, counts.pop()
 
 
@@ -100,15 +137,15 @@ def _wants_string(endpoint: Endpoint, name: str) -> bool:
 def _rows(tensor: dict[str, Any], wants_string: bool) -> list[Any]:
     shape, data = tensor.get("shape"), tensor.get("data")
     if not isinstance(shape, list) or not shape or not isinstance(data, list):
-        raise InferError(f"input {tensor.get('name')!r} needs a shape (a non-empty list) and data (a list)")
+        raise BadRequest(f"input {tensor.get('name')!r} needs a shape (a non-empty list) and data (a list)")
     flat = _flatten(data)
     if math.prod(shape) != len(flat):
-        raise InferError(f"input {tensor['name']!r} has shape {shape} but {len(flat)} values")
+        raise BadRequest(f"input {tensor['name']!r} has shape {shape} but {len(flat)} values")
     if tensor.get("datatype") == "BYTES" and not wants_string:
         try:
             flat = [json.loads(value) if isinstance(value, str) else value for value in flat]
         except json.JSONDecodeError as exc:
-            raise InferError(f"input {tensor['name']!r} is BYTES holding JSON, and a value is not JSON ({exc})") from None
+            raise BadRequest(f"input {tensor['name']!r} is BYTES holding JSON, and a value is not JSON ({exc})") from None
     return _reshape(flat, shape)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .endpoint import Endpoint
+from .manifest import Manifest
 from .schema import Signature
 
 _ERROR = {
@@ -30,7 +31,7 @@ _BATCH = {
 }
 
 
-def openapi(manifest: dict[str, Any], endpoints: list[Endpoint]) -> dict[str, Any]:
+def openapi(manifest: Manifest, endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "The process is alive", "responses": {"200": _json_response("alive", {})}}},
     }
@@ -42,9 +43,9 @@ def openapi(manifest: dict[str, Any], endpoints: list[Endpoint]) -> dict[str, An
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": manifest["name"],
-            "version": manifest["version"],
-            "description": f"Built by nb2svc {manifest['nb2svc_version']} from {manifest['notebook']['file']}.",
+            "title": manifest.name,
+            "version": manifest.version,
+            "description": f"Built by nb2svc {manifest.nb2svc_version} from {manifest.notebook.file}.",
         },
         "paths": paths,
         "components": {"schemas": {"Error": _ERROR}},
@@ -67,18 +68,18 @@ def reading(signature: Signature, name: str) -> str:
 
 
 def _predict(endpoint: Endpoint) -> dict[str, Any]:
-    signature = endpoint.signature
+    signature, described = endpoint.signature, endpoint.described
     examples = {
-        f"example {number}": {"value": example["request"], "summary": f"recorded answer: {example['response']}"}
-        for number, example in enumerate(endpoint.described.get("examples", []), start=1)
+        f"example {number}": {"value": example.request, "summary": f"recorded answer: {example.response}"}
+        for number, example in enumerate(described.examples, start=1)
     }
     media: dict[str, Any] = {"schema": _request(signature)}
     if examples:
         media["examples"] = examples
     return {
         "operationId": endpoint.name,
-        "summary": f"{endpoint.name}{endpoint.described.get('signature', '()')}",
-        "description": (endpoint.described.get("doc") or "") + f"\n\nReads: {reading(signature, endpoint.name)}",
+        "summary": f"{endpoint.name}{described.signature}",
+        "description": (described.doc or "") + f"\n\nReads: {reading(signature, endpoint.name)}",
         "x-nb2svc-reading": reading(signature, endpoint.name),
         "requestBody": {"required": True, "content": {"application/json": media}},
         "responses": {

@@ -18,6 +18,8 @@ import types
 import typing
 from typing import Any, Callable
 
+from .manifest import ParameterDescription
+
 ANY: dict[str, Any] = {}  # an unannotated parameter accepts any JSON value
 
 
@@ -90,6 +92,56 @@ def read_signature(function: Callable[..., Any]) -> Signature:
     dataframe = len(parameters) == 1 and _is_dataframe(hints.get(parameters[0].name))
     returns = schema_for(hints["return"]) if "return" in hints else ANY
     return Signature(parameters, returns, dataframe)
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionDescription:
+    """What the manifest says of a function itself (the rest of an endpoint's description is about its artifact)."""
+
+    signature: str  # as Python prints it: "(a: int, b: float = 0.5) -> float"
+    doc: str | None
+    is_async: bool
+    parameters: tuple[ParameterDescription, ...]
+    returns: dict[str, Any]
+    dataframe: bool
+
+
+def describe(function: Callable[..., Any]) -> FunctionDescription:
+    """``function`` as the manifest describes it: read_signature's parameters and schemas, each parameter with
+    its kind and its annotation as written."""
+    signature = read_signature(function)
+    try:
+        written = inspect.signature(function)
+    except (TypeError, ValueError):
+        text, parameters = "(*args, **kwargs)", ()
+    else:
+        text = str(written)
+        parameters = tuple(_described(p, written.parameters[p.name]) for p in signature.parameters)
+    return FunctionDescription(
+        signature=text,
+        doc=inspect.getdoc(function),
+        is_async=inspect.iscoroutinefunction(function),
+        parameters=parameters,
+        returns=signature.returns,
+        dataframe=signature.dataframe,
+    )
+
+
+def _described(parameter: Parameter, written: inspect.Parameter) -> ParameterDescription:
+    annotation = written.annotation
+    return ParameterDescription(
+        name=parameter.name,
+        kind=written.kind.name.lower(),
+        schema=parameter.schema,
+        required=parameter.required,
+        annotation=None if annotation is inspect.Parameter.empty else _annotation_text(annotation),
+        default=None if parameter.required or not _jsonable(parameter.default) else parameter.default,
+    )
+
+
+def _annotation_text(annotation: Any) -> str:
+    """As written in the notebook: a string annotation as it is, a type as Python would write it."""
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -1,41 +1,114 @@
-"""The service's settings, from the environment (so that `uvicorn app:app` in a container has them too).
+"""The service's settings: each one defined once (flag, variable, default, parser, help).
 
-`nb2svc serve` turns its flags into these variables for every worker.
+The service reads them from the environment (so ``uvicorn app:app`` in a container has them);
+``nb2svc serve`` makes its flags from the same table and hands what it was given to every
+worker through the same variables, so both read ``NB2SVC_DEBUG=on`` the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MIB = 1024 * 1024
 
 
+class SettingError(ValueError):
+    """A setting's value cannot be read: names the variable, the value and what it takes."""
+
+    def __init__(self, message: str, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number of seconds above 0")
+    return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return lowered in _TRUE
+    raise ValueError(f"must be one of {', '.join(_TRUE)} or {', '.join(repr(f) for f in _FALSE)}")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str  # the attribute of Settings
+    variable: str  # the environment variable
+    parse: Callable[[str], Any]  # text (a variable's or a flag's) -> value; ValueError if it cannot
+    help: str
+    flag: str | None  # the `nb2svc serve` flag; None: environment only (secrets)
+    repeatable: bool = False  # a flag given several times: its values joined with commas
+
+    def read(self, text: str) -> Any:
+        try:
+            return self.parse(text)
+        except ValueError as exc:
+            flag = f" (what --{self.flag} sets)" if self.flag else ""
+            raise SettingError(f"{self.variable}={text!r}{flag} cannot be used: {exc}", self.variable) from None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("max_body_bytes", "NB2SVC_MAX_BODY_BYTES", _positive_int, "Larger request bodies are refused with 413.", "max-body-bytes"),
+    Setting("max_batch_rows", "NB2SVC_MAX_BATCH_ROWS", _positive_int, "Larger batches are refused with 413.", "max-batch-rows"),
+    Setting("timeout_seconds", "NB2SVC_TIMEOUT", _positive_float, "Seconds a prediction may take before a 504.", "timeout"),
+    Setting(
+        "body_timeout_seconds", "NB2SVC_BODY_TIMEOUT", _positive_float,
+        "Seconds a request body may take to arrive before a 408 and the connection closed.", "body-timeout",
+    ),
+    Setting(
+        "max_concurrent", "NB2SVC_MAX_CONCURRENT", _positive_int,
+        "Predictions in flight per worker; more are refused with 429.", "max-concurrent",
+    ),
+    Setting("api_keys", "NB2SVC_API_KEY", _names, "API keys, comma-separated (environment only); none: no auth.", None),
+    Setting("metrics_need_key", "NB2SVC_METRICS_NEED_KEY", _boolean, "/metrics asks for the API key too.", "metrics-need-key"),
+    Setting(
+        "cors_origins", "NB2SVC_CORS_ORIGINS", _names, "An origin allowed by CORS (repeatable); none: CORS off.",
+        "cors-origin", repeatable=True,
+    ),
+    Setting("debug", "NB2SVC_DEBUG", _boolean, "Put tracebacks in 500 answers.", "debug"),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
-    max_body_bytes: int = 16 * MIB  # NB2SVC_MAX_BODY_BYTES -> 413
-    max_batch_rows: int = 10_000  # NB2SVC_MAX_BATCH_ROWS -> 413
-    timeout_seconds: float = 60.0  # NB2SVC_TIMEOUT -> 504
-    max_concurrent: int = 32  # NB2SVC_MAX_CONCURRENT predictions in flight per worker -> 429
-    api_keys: tuple[str, ...] = ()  # NB2SVC_API_KEY, comma-separated; none: no auth
-    metrics_need_key: bool = False  # NB2SVC_METRICS_NEED_KEY=1: /metrics asks for a key too
-    cors_origins: tuple[str, ...] = ()  # NB2SVC_CORS_ORIGINS, comma-separated; none: no CORS
-    debug: bool = False  # NB2SVC_DEBUG=1: tracebacks in 500 answers
+    max_body_bytes: int = 16 * MIB
+    max_batch_rows: int = 10_000
+    timeout_seconds: float = 60.0
+    body_timeout_seconds: float = 10.0
+    max_concurrent: int = 32
+    api_keys: tuple[str, ...] = ()
+    metrics_need_key: bool = False
+    cors_origins: tuple[str, ...] = ()
+    debug: bool = False
 
     @classmethod
-    def from_environment(cls) -> Settings:
-        env = os.environ
-        return cls(
-            max_body_bytes=int(env.get("NB2SVC_MAX_BODY_BYTES", cls.max_body_bytes)),
-            max_batch_rows=int(env.get("NB2SVC_MAX_BATCH_ROWS", cls.max_batch_rows)),
-            timeout_seconds=float(env.get("NB2SVC_TIMEOUT", cls.timeout_seconds)),
-            max_concurrent=int(env.get("NB2SVC_MAX_CONCURRENT", cls.max_concurrent)),
-            api_keys=_list(env.get("NB2SVC_API_KEY", "")),
-            metrics_need_key=env.get("NB2SVC_METRICS_NEED_KEY", "") in ("1", "true", "yes"),
-            cors_origins=_list(env.get("NB2SVC_CORS_ORIGINS", "")),
-            debug=env.get("NB2SVC_DEBUG", "") in ("1", "true", "yes"),
-        )
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Each setting from its variable where set, else its default; SettingError for a value it cannot read."""
+        environ = os.environ if environ is None else environ
+        return cls(**{s.field: s.read(environ[s.variable]) for s in SETTINGS if s.variable in environ})
 
-
-def _list(value: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in value.split(",") if item.strip())
+    @staticmethod
+    def default(field: str) -> Any:
+        return next(f.default for f in dataclasses.fields(Settings) if f.name == field)

@@ -1,5 +1,6 @@
-"""Protection from heavy input: bounded body, bounded batch, bounded time, bounded concurrency.
+"""Where calls run: off the event loop, with bounded time and bounded concurrency.
 
+``Executor`` is the interface the call path uses; ``ThreadExecutor`` the one every endpoint has today.
 Calls run on a pool of daemon worker threads, one per allowed concurrent prediction. A call
 that runs past the time limit is answered 504 at once and its thread is left to finish on its
 own: the event loop never waits for it, so the requests behind it are answered by the other
@@ -12,38 +13,21 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, TypeVar
 
-from starlette.requests import Request
+from .errors import Busy, TimedOut
 
-
-class TooLarge(Exception):
-    """The body, or the batch, is over its limit (HTTP 413)."""
+T = TypeVar("T")
 
 
-class Busy(Exception):
-    """Every worker thread is taken (HTTP 429)."""
+class Executor(Protocol):
+    """Runs an endpoint's calls off the event loop. The seam for other executors (micro-batching): one
+    ``run`` that answers the call's result or raises ``Busy`` (429) or ``TimedOut`` (504)."""
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T: ...
 
 
-class TimedOut(Exception):
-    """The call ran past the time limit (HTTP 504)."""
-
-
-async def read_limited(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing one over ``max_bytes`` as soon as its Content-Length or its bytes say so."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise TooLarge(f"the request body is {int(declared)} bytes; the limit is {max_bytes} (NB2SVC_MAX_BODY_BYTES)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise TooLarge(f"the request body is over {max_bytes} bytes (NB2SVC_MAX_BODY_BYTES)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class CallPool:
+class ThreadExecutor:
     """``size`` daemon threads that run calls for the event loop, with a time limit per call."""
 
     def __init__(self, size: int, timeout: float) -> None:
@@ -55,11 +39,11 @@ class CallPool:
             queue.SimpleQueue()
         )
 
-    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
         if self.busy >= self.size:
             raise Busy(f"all {self.size} prediction slots are busy (NB2SVC_MAX_CONCURRENT); retry shortly")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         self.busy += 1
         if self.busy > self._threads:
             self._threads += 1

@@ -1,0 +1,94 @@
+"""What several test modules share: paths, kernels seen from /proc, service directories made from a manifest
+object (no kernel build), and real server processes."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+
+from nb2svc.runtime.manifest import (
+    EndpointDescription,
+    Example,
+    LockDescription,
+    Manifest,
+    NotebookDescription,
+    ParameterDescription,
+    PythonDescription,
+)
+from nb2svc.runtime.schema import read_signature
+from nb2svc.server_process import ServerProcess, running_server
+
+__all__ = ["FIXTURES", "ROOT", "ServerProcess", "kernel_processes", "make_service", "running_server", "write_manifest"]
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+
+
+def kernel_processes() -> list[str]:
+    """Command lines of the live child processes of this test process that are Jupyter kernels."""
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        children += (task / "children").read_text().split()
+    lines = []
+    for pid in children:
+        try:
+            lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except FileNotFoundError:
+            continue
+    return [line for line in lines if "ipykernel" in line]
+
+
+def describe(name: str, function: Callable[..., Any], payload: bytes, examples: tuple[Example, ...] = ()) -> EndpointDescription:
+    """The manifest's description of ``function``, as a build would write it."""
+    signature = read_signature(function)
+    written = inspect.signature(function).parameters
+    return EndpointDescription(
+        name=name,
+        cell=1,
+        artifact=f"artifacts/{name}.pkl",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        bytes=len(payload),
+        signature=str(inspect.signature(function)),
+        doc=inspect.getdoc(function),
+        is_async=inspect.iscoroutinefunction(function),
+        parameters=tuple(
+            ParameterDescription(p.name, written[p.name].kind.name.lower(), p.schema, p.required) for p in signature.parameters
+        ),
+        returns=signature.returns,
+        dataframe=signature.dataframe,
+        examples=examples,
+    )
+
+
+def make_service(directory: Path, pins: dict[str, str] | None = None, **functions: Callable[..., Any]) -> Path:
+    """A service directory serving ``functions`` (pickled by value), its manifest made as a build makes it."""
+    (directory / "artifacts").mkdir(parents=True)
+    endpoints = []
+    for name, function in functions.items():
+        payload = cloudpickle.dumps(function)
+        (directory / "artifacts" / f"{name}.pkl").write_bytes(payload)
+        endpoints.append(describe(name, function, payload))
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    manifest = Manifest(
+        name="test",
+        version="0123456789ab",
+        nb2svc_version="0",
+        built_at="2026-11-29T00:00:00+00:00",
+        notebook=NotebookDescription("test.ipynb", "0" * 64),
+        python=PythonDescription(f"{minor}.0", minor, "cpython"),
+        cloudpickle_version=cloudpickle.__version__,
+        endpoints=tuple(endpoints),
+        lock=LockDescription("none", minor, True, False, None, (), pins or {}),
+    )
+    write_manifest(directory, manifest)
+    return directory
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    (directory / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
