@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import cloudpickle
 
+from nb2svc.render import copy_runtime
 from nb2svc.runtime.manifest import (
     EndpointDescription,
     Example,
@@ -66,12 +68,21 @@ def describe(name: str, function: Callable[..., Any], payload: bytes, examples: 
     )
 
 
-def make_service(directory: Path, pins: dict[str, str] | None = None, **functions: Callable[..., Any]) -> Path:
-    """A service directory serving ``functions`` (pickled by value), its manifest made as a build makes it."""
+def make_service(
+    directory: Path, pins: dict[str, str] | None = None, runnable: bool = False, **functions: Callable[..., Any]
+) -> Path:
+    """A service directory serving ``functions`` (pickled by value), its manifest made as a build makes it.
+
+    ``runnable``: with its runtime and app.py too, so that ``uvicorn app:app`` and ``nb2svc serve`` run it
+    (the functions then travel by value, as a notebook's do; in-process they stay references to the test module).
+    """
     (directory / "artifacts").mkdir(parents=True)
+    if runnable:
+        copy_runtime(directory)
+        shutil.copy(ROOT / "nb2svc" / "templates" / "app.py", directory / "app.py")
     endpoints = []
     for name, function in functions.items():
-        payload = cloudpickle.dumps(function)
+        payload = _by_value(function) if runnable else cloudpickle.dumps(function)
         (directory / "artifacts" / f"{name}.pkl").write_bytes(payload)
         endpoints.append(describe(name, function, payload))
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -88,6 +99,16 @@ def make_service(directory: Path, pins: dict[str, str] | None = None, **function
     )
     write_manifest(directory, manifest)
     return directory
+
+
+def _by_value(function: Callable[..., Any]) -> bytes:
+    """Pickled with its module's code, as a notebook's functions are: the service needs no test module to load it."""
+    module = sys.modules[function.__module__]
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(function)
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

@@ -1,4 +1,4 @@
-"""Observed requirements and the lock, against the real package index (pip-compile)."""
+"""Observed requirements and the lock, against the real package index (uv by default, pip-compile on request)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from packaging.utils import canonicalize_name
 
 import nb2svc
 from nb2svc.cli import cli
-from nb2svc.lock import LockOptions
+from nb2svc.locking import LockOptions
+from nb2svc.runtime.manifest import RequirementReason
 
 from helpers import FIXTURES
 
@@ -42,69 +43,81 @@ def run(*args: str, env: dict[str, str] | None = None) -> object:
     return CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)
 
 
+@pytest.mark.network
 def test_pandas_and_scikit_learn_lock_their_closure_the_runtime_and_only_what_was_observed(tmp_path: Path) -> None:
     result = nb2svc.build(FIXTURES / "house_prices.ipynb", tmp_path / "service")
     named = {"pandas", "scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle"}
     requirements = {canonicalize_name(r.name): r.reasons for r in result.requirements}
     assert named <= set(requirements)
     for extra in set(requirements) - named:  # e.g. psutil, which joblib imports when it is there: observed, not guessed
-        assert all(reason.startswith(("loading ", "imported by the notebook", "calling ")) for reason in requirements[extra])
+        assert {reason.source for reason in requirements[extra]} <= {"artifact_load", "notebook", "example_call"}
     assert set(result.lock.pins) == closure(*requirements)  # exactly the requirements and their closure
     assert "jsonschema" not in result.lock.pins  # imported only by a `skip` cell
     assert not {"ipykernel", "ipython", "nbclient"} & set(result.lock.pins)
 
 
+@pytest.mark.network
 def test_import_made_only_inside_the_endpoint_is_found(tmp_path: Path) -> None:
     result = nb2svc.build(FIXTURES / "import_inside_endpoint.ipynb", tmp_path / "service")
     [attrs] = [r for r in result.requirements if r.name == "attrs"]
-    assert attrs.reasons == ("an import statement in label (attrs)",)
+    assert attrs.reasons == (RequirementReason("import_statement", "an import statement in label (attrs)"),)
     assert "attrs" in result.lock.pins
 
 
+@pytest.mark.network
 def test_a_rebuild_with_the_same_pins_takes_the_lock_from_the_cache(tmp_path: Path) -> None:
     options = LockOptions(cache_dir=tmp_path / "cache")
     cold = nb2svc.build(LR, tmp_path / "first", lock_options=options)
     warm = nb2svc.build(LR, tmp_path / "second", lock_options=options)
     assert (cold.lock.cached, warm.lock.cached) == (False, True)
+    assert cold.lock.tool == warm.lock.tool == f"uv pip compile {version('uv')}"  # the default resolver
     assert (tmp_path / "first" / "requirements.txt").read_text() == (tmp_path / "second" / "requirements.txt").read_text()
     assert len(list((tmp_path / "cache").iterdir())) == 1
 
 
+@pytest.mark.network
 def test_python_package_overrides_and_adds(tmp_path: Path) -> None:
     result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "scikit-learn>=1.0",
                  "--python-package", "attrs", "--json")
     assert result.exit_code == 0, result.output
     requirements = {r["name"]: r for r in json.loads(result.stdout)["requirements"]}
-    assert requirements["scikit-learn"] == {"name": "scikit-learn", "spec": "scikit-learn>=1.0", "reasons": ["--python-package"]}
+    assert requirements["scikit-learn"] == {
+        "name": "scikit-learn", "spec": "scikit-learn>=1.0", "reasons": [{"source": "user", "text": "--python-package"}]
+    }
     assert requirements["attrs"]["spec"] == "attrs"
     assert "attrs" in json.loads(result.stdout)["lock"]["pins"]
 
 
+@pytest.mark.network
 def test_requirements_file_replaces_what_was_observed(tmp_path: Path) -> None:
     file = tmp_path / "mine.txt"
     file.write_text("# the packages I want\nscikit-learn\n")
     result = run("build", str(LR), "-o", str(tmp_path / "out"), "--requirements", str(file), "--json")
     assert result.exit_code == 0, result.output
     specs = {r["spec"]: r["reasons"] for r in json.loads(result.stdout)["requirements"]}
-    assert specs.pop("scikit-learn") == ["--requirements"]
+    assert specs.pop("scikit-learn") == [{"source": "user", "text": "--requirements"}]
     assert {spec.split("==")[0] for spec in specs} == {"cloudpickle", "fastjsonschema", "prometheus-client", "starlette", "uvicorn"}
 
 
 def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) -> None:
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--offline")
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--offline", "--resolver", "pip-compile")
     assert result.exit_code == 0, result.output
     assert "WITHOUT HASHES (offline: no resolver was run)" in result.stderr
+    assert re.search(r"  scikit-learn==[\d.]+ +imported by the notebook \(sklearn\); loading my_lr_deployement", result.stderr)
     lock = (tmp_path / "out" / "requirements.txt").read_text()
     assert "OFFLINE LOCK" in lock and "--hash" not in lock
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["lock"]["hashes"] is False and manifest["lock"]["offline"] is True
+    assert manifest["lock"]["tool"] == "installed metadata (offline)"  # --offline wins over --resolver
     assert closure("scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle") <= set(manifest["lock"]["pins"])
     assert "pip install -r requirements.txt" in (tmp_path / "out" / "README.md").read_text()
 
 
-def test_a_distribution_the_index_does_not_have(tmp_path: Path) -> None:
+@pytest.mark.network
+@pytest.mark.parametrize("resolver", ["uv", "pip-compile"])
+def test_a_distribution_the_index_does_not_have(tmp_path: Path, resolver: str) -> None:
     notebook = FIXTURES / "private_package" / "uses_private_package.ipynb"
-    result = run("build", str(notebook), "-o", str(tmp_path / "out"))
+    result = run("build", str(notebook), "-o", str(tmp_path / "out"), "--resolver", resolver)
     assert result.exit_code == 9, result.output
     message = result.stderr
     assert "nb2svc-private-fixture==1.0 is not on the package index" in message
@@ -114,19 +127,24 @@ def test_a_distribution_the_index_does_not_have(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_conflict_names_the_conflicting_packages(tmp_path: Path) -> None:
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "numpy==1.21.0")
+@pytest.mark.network
+@pytest.mark.parametrize("resolver", ["uv", "pip-compile"])
+def test_a_conflict_names_the_conflicting_packages(tmp_path: Path, resolver: str) -> None:
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "numpy==1.21.0", "--resolver", resolver)
     assert result.exit_code == 11, result.output
     assert "cannot be installed together" in result.stderr
     assert "  numpy==1.21.0 (--python-package)\n" in result.stderr
-    assert re.search(r"  numpy[<>=!]=?[\d.]+.* \(required by [a-z-]+ [\d.]+\)", result.stderr)
+    # pip-compile names the parent's release ("scikit-learn 1.9.1"), uv the releases it ruled out ("scikit-learn>=1.9.1")
+    assert re.search(r"  numpy[<>=!]=?[\d.]+.* \(required by [a-z-]+(?: |>=)[\d.]+\)", result.stderr)
     assert "Traceback" not in result.stderr and 'File "' not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unreachable_index_suggests_offline(tmp_path: Path) -> None:
-    # Only the given index: no pip configuration of this machine's may add another.
-    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+@pytest.mark.parametrize("resolver", ["uv", "pip-compile"])
+def test_an_unreachable_index_suggests_offline(tmp_path: Path, resolver: str) -> None:
+    # Only the given index: no pip or uv configuration of this machine's may add another.
+    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "", "UV_NO_CONFIG": "1",
+           "NB2SVC_BUILD_RESOLVER": resolver}
     result = run("build", str(LR), "-o", str(tmp_path / "out"), "--index-url", "http://127.0.0.1:9/simple", env=env)
     assert result.exit_code == 12, result.output
     assert "could not reach http://127.0.0.1:9/simple" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -299,3 +300,115 @@ def test_json_values_become_what_the_hint_asks_for() -> None:
     assert _converter(bytes)("bmIyc3Zj") == b"nb2svc"
     assert _converter(decimal.Decimal)("1.10") == decimal.Decimal("1.10")
     assert type(_converter(int)(3.0)) is int
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than the parser follows
+        b'{"data": NaN}',
+        b'{"data": [1, Infinity]}',
+        b'{"data": -Infinity}',
+        b'{"data": 1e400}',
+        b'{"data": [[1, -1E999]]}',
+        b'{"data": ' + b"9" * 400 + b".0}",  # too many digits for a float
+    ],
+)
+def test_a_body_that_is_not_standard_json_is_a_json_400(client: TestClient, body: bytes) -> None:
+    for path in ("/v1/double/latest", "/v2/models/double/infer"):
+        response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, (path, response.text[:300])
+        error = response.json()["error"]
+        assert "not valid JSON" in (error if isinstance(error, str) else error["message"])
+
+
+def test_large_finite_numbers_and_exponents_are_still_numbers(client: TestClient) -> None:
+    assert post(client, "double", b'{"data": 1.5e300}').json() == {"data": 3e300}
+    assert post(client, "double", b'{"data": [[1, 2E-3]]}').json() == {"data": [[1, 4e-3]]}
+
+
+def test_a_405_says_which_methods_are_allowed(client: TestClient) -> None:
+    response = client.get("/v1/double/latest")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "method_not_allowed"
+
+
+def test_both_protocols_answer_count_and_log_a_raising_function_alike(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    def errors_counted() -> float:
+        text = client.get("/metrics").text
+        found = re.search(r'nb2svc_predict_errors_total\{endpoint="fails",type="ValueError"\} (\S+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    before = errors_counted()
+    with caplog.at_level("ERROR", logger="nb2svc.runtime"):
+        v1 = post(client, "fails", {"data": 3})
+        v2 = client.post("/v2/models/fails/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [3]}]})
+    assert v1.status_code == v2.status_code == 500
+    assert v1.json()["error"]["message"] == v2.json()["error"] == "fails raised: cannot handle 3"
+    assert errors_counted() == before + 2
+    logged = [r.getMessage() for r in caplog.records if r.name == "nb2svc.runtime"]
+    assert logged == [
+        f"fails raised ValueError (request {v1.headers['x-request-id']})",
+        f"fails raised ValueError (request {v2.headers['x-request-id']})",
+    ]
+
+
+def test_both_protocols_refuse_a_wrong_value_with_the_same_status(tmp_path: Path) -> None:
+    def typed(x: int) -> int:
+        return x
+
+    with TestClient(create_app(make_service(tmp_path, typed=typed))) as client:
+        v1 = post(client, "typed", {"data": "seven"})
+        v2 = client.post("/v2/models/typed/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ['"seven"']}]})
+    assert v1.status_code == v2.status_code == 422
+    assert v1.json()["error"]["message"] == v2.json()["error"]
+
+
+def test_a_manifest_of_a_newer_format_says_so(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    edit_manifest(service, lambda m: m.update(manifest_format=99, nb2svc_version="9.0"))
+    assert_up_but_not_ready(service, "manifest.json is format 99 (written by nb2svc 9.0) and this runtime reads format 2")
+    with TestClient(create_app(service)) as client:
+        assert client.get("/ready").json()["error"]["kind"] == "manifest"
+
+
+def test_a_manifest_without_a_field_names_it(tmp_path: Path) -> None:
+    service = make_service(tmp_path, double=double)
+    edit_manifest(service, lambda m: m.pop("lock"))
+    assert_up_but_not_ready(service, "manifest.json: Manifest has no 'lock': rebuild the service")
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        (lambda m: m["endpoints"][0].update(sha256="0" * 64), "artifact"),
+        (lambda m: m["python"].update(minor="3.7"), "environment"),
+        (lambda m: m["endpoints"][0].update(examples=[{"request": {"data": 2}, "response": {"data": 5}}]), "example_mismatch"),
+        (lambda m: m["endpoints"][0].update(examples=[{"request": {"data": None}, "response": {"data": 5}}]), "example_failed"),
+    ],
+)
+def test_ready_says_what_kind_of_thing_is_wrong(tmp_path: Path, change: Callable[[dict[str, Any]], None], kind: str) -> None:
+    service = make_service(tmp_path, double=double)
+    edit_manifest(service, change)
+    with TestClient(create_app(service)) as client:
+        assert client.get("/ready").json()["error"]["kind"] == kind
+
+
+def test_info_lists_only_the_packages_the_model_imported(tmp_path: Path) -> None:
+    from nb2svc.runtime.manifest import RequirementEntry, RequirementReason, read_manifest
+
+    from helpers import write_manifest
+
+    service = make_service(tmp_path, pins={"numpy": "2.0", "cloudpickle": "3.1", "attrs": "25.1", "rich": "14"}, double=double)
+    entries = (
+        RequirementEntry("numpy", "numpy==2.0", (RequirementReason("notebook", "imported by the notebook (numpy)"),)),
+        RequirementEntry("cloudpickle", "cloudpickle==3.1", (RequirementReason("runtime", "serialized the artifacts"),)),
+        RequirementEntry("attrs", "attrs==25.1", (RequirementReason("import_statement", "an import statement in double"),)),
+        RequirementEntry("rich", "rich==14", (RequirementReason("user", "--python-package"),)),
+    )
+    write_manifest(service, dataclasses.replace(read_manifest(service), requirements=entries))
+    with TestClient(create_app(service)) as client:
+        assert client.get("/v1/double/info").json()["packages"] == {"numpy": "2.0", "attrs": "25.1"}

@@ -1,0 +1,85 @@
+"""A service directory run for real (uvicorn on a port), made from a manifest object: no kernel, no index."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from nb2svc.errors import ServiceDidNotStart, VerifyMismatch
+from nb2svc.verify import _require_ready
+
+from helpers import make_service, running_server
+
+pytestmark = pytest.mark.e2e
+
+
+def fails(x):
+    raise ValueError(f"cannot handle {x!r}")
+
+
+def double(x):
+    return x * 2
+
+
+def commands(service: Path, port: int) -> dict[str, list[str]]:
+    return {
+        "nb2svc serve": [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(port)],
+        "uvicorn app:app": [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port), "--app-dir", str(service)],
+    }
+
+
+@pytest.mark.parametrize("how", ["nb2svc serve", "uvicorn app:app"])
+@pytest.mark.parametrize(("value", "traceback"), [("on", True), ("off", False)])
+def test_serve_and_uvicorn_read_the_debug_setting_alike(
+    tmp_path: Path, unused_tcp_port: int, how: str, value: str, traceback: bool
+) -> None:
+    service = make_service(tmp_path, runnable=True, fails=fails)
+    env = {**os.environ, "NB2SVC_DEBUG": value}
+    with running_server(commands(service, unused_tcp_port)[how], unused_tcp_port, cwd=service, env=env) as server:
+        error = httpx.post(f"{server.url}/v1/fails/latest", json={"data": 1}).json()["error"]
+    assert ("traceback" in error) is traceback, error
+
+
+def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_path: Path, unused_tcp_port: int) -> None:
+    service = make_service(tmp_path, runnable=True, double=double)
+    command = commands(service, unused_tcp_port)["nb2svc serve"] + ["--body-timeout", "0.5"]
+    with running_server(command, unused_tcp_port) as server:
+        stalled = [socket.create_connection(("127.0.0.1", unused_tcp_port), timeout=30) for _ in range(50)]
+        for connection in stalled:  # the headers promise 100 bytes; none follow
+            connection.sendall(b"POST /v1/double/latest HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        for connection in stalled:
+            answer = _read_until_closed(connection)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "request_timeout"
+        assert httpx.post(f"{server.url}/v1/double/latest", json={"data": 2}).json() == {"data": 4}
+
+
+def _read_until_closed(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a socket timeout fails the test)."""
+    received = b""
+    with connection:
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    ("example", "error"),
+    [({"request": {"data": 2}, "response": {"data": 5}}, VerifyMismatch), ({"request": {"data": None}, "response": {"data": 5}}, ServiceDidNotStart)],
+)
+def test_verify_reads_why_a_service_is_not_ready_from_its_kind(
+    tmp_path: Path, unused_tcp_port: int, example: dict[str, object], error: type[Exception]
+) -> None:
+    service = make_service(tmp_path, runnable=True, double=double)
+    manifest = json.loads((service / "manifest.json").read_text())
+    manifest["endpoints"][0]["examples"] = [example]
+    (service / "manifest.json").write_text(json.dumps(manifest))
+    with running_server(commands(service, unused_tcp_port)["uvicorn app:app"], unused_tcp_port) as server:
+        with pytest.raises(error):
+            _require_ready(server.url)
