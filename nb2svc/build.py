@@ -11,19 +11,19 @@ from typing import Any
 from nb2svc.capture import capture_endpoints
 from nb2svc.errors import UsageError
 from nb2svc.execute import OnCell, execute_notebook
-from nb2svc.lock import Lock, LockOptions, lock_requirements
+from nb2svc.locking import Lock, LockOptions, lock_requirements
 from nb2svc.notebook import read_notebook
 from nb2svc.observe import observe_requirements
 from nb2svc.render import check_output, copy_runtime, publish, render_service, service_name, staging_directory
-from nb2svc.requirements import Requirement, gather_requirements
-from nb2svc.runtime.manifest import Manifest
+from nb2svc.requirements import gather_requirements
+from nb2svc.runtime.manifest import Manifest, RequirementEntry, plain
 
 
 @dataclass(frozen=True)
 class BuildResult:
     service_dir: Path
     manifest: Manifest
-    requirements: tuple[Requirement, ...]
+    requirements: tuple[RequirementEntry, ...]
     lock: Lock
     seconds: float
 
@@ -32,8 +32,8 @@ class BuildResult:
             "ok": True,
             "service_dir": str(self.service_dir),
             "seconds": round(self.seconds, 3),
-            "requirements": [requirement.to_dict() for requirement in self.requirements],
-            "lock": {**self.lock.to_dict(), "cached": self.lock.cached, "seconds": round(self.lock.seconds, 3)},
+            "requirements": [plain(requirement) for requirement in self.requirements],
+            "lock": self.lock.to_dict(),
             "manifest": self.manifest.to_dict(),
         }
 

@@ -1,4 +1,4 @@
-"""Stage 3: in the kernel that ran the notebook, serialize each endpoint and observe what it needs."""
+"""Stage 3: in the kernel that ran the notebook, serialize each endpoint and describe it as the manifest will."""
 
 from __future__ import annotations
 
@@ -9,24 +9,8 @@ from typing import Any
 
 from nb2svc.errors import CaptureFailed
 from nb2svc.execute import ExecutedNotebook
-
-
-@dataclass(frozen=True)
-class CapturedEndpoint:
-    """An endpoint serialized with cloudpickle into ``artifact`` (relative to the service directory)."""
-
-    name: str
-    cell_number: int
-    artifact: str
-    sha256: str
-    size: int
-    signature: str
-    parameters: tuple[dict[str, Any], ...]
-    doc: str | None
-    is_async: bool
-    examples: tuple[dict[str, Any], ...]
-    schema: dict[str, Any]
-    dataframe: dict[str, Any] | None  # columns and dtypes of the DataFrames the notebook passed
+from nb2svc.kernel_side import capture as in_kernel, failures
+from nb2svc.runtime.manifest import EndpointDescription, parse
 
 
 @dataclass(frozen=True)
@@ -39,7 +23,7 @@ class Distribution:
 
 
 def distributions_from(found: dict[str, Any]) -> tuple[Distribution, ...]:
-    """Distributions from the ``{name: {"version", "modules"}}`` the kernel-side scripts report."""
+    """Distributions from the ``{name: {"version", "modules"}}`` of ``in_fresh_python.distributions``."""
     return tuple(
         Distribution(name=name, version=entry["version"], modules=tuple(entry["modules"]))
         for name, entry in sorted(found.items())
@@ -48,7 +32,7 @@ def distributions_from(found: dict[str, Any]) -> tuple[Distribution, ...]:
 
 @dataclass(frozen=True)
 class Capture:
-    endpoints: tuple[CapturedEndpoint, ...]
+    endpoints: tuple[EndpointDescription, ...]  # as the manifest describes them; their artifacts are written
     python_version: str
     python_implementation: str
     python_executable: str
@@ -67,80 +51,62 @@ def capture_endpoints(
     calls the notebook itself made.
     """
     spec = executed.spec
-    result = executed.kernel.call(
-        "capture",
-        endpoints=[endpoint.name for endpoint in spec.endpoints],
-        artifacts_dir=str(service_dir / "artifacts"),
+    answer = executed.kernel.call(
+        in_kernel.capture,
+        endpoints={endpoint.name: endpoint.cell_number for endpoint in spec.endpoints},
+        service_dir=str(service_dir),
         notebook_dir=str(spec.directory),
         modules_at_start=list(executed.modules_at_start),
         extra_examples=extra_examples or {},
-        runtime_path=str(service_dir),
     )
-    if "error" in result:
-        raise _capture_failed(executed, result["error"])
-    cells = {endpoint.name: endpoint.cell_number for endpoint in spec.endpoints}
-    return Capture(
-        endpoints=tuple(_endpoint(found, cells[found["name"]]) for found in result["endpoints"]),
-        python_version=result["python"]["version"],
-        python_implementation=result["python"]["implementation"],
-        python_executable=result["python"]["executable"],
-        cloudpickle_version=result["cloudpickle"],
-        notebook_distributions=distributions_from(result["distributions"]),
-    )
+    if "failure" in answer:
+        raise _capture_failed(executed, failures.from_json(answer["failure"]))
+    return _read_capture(answer["capture"])
 
 
-def _endpoint(found: dict[str, Any], cell_number: int) -> CapturedEndpoint:
-    return CapturedEndpoint(
-        name=found["name"],
-        cell_number=cell_number,
-        artifact=found["artifact"],
-        sha256=found["sha256"],
-        size=found["bytes"],
-        signature=found["signature"],
-        parameters=tuple(found["parameters"]),
-        doc=found["doc"],
-        is_async=found.get("is_async", False),
-        examples=tuple(found["examples"]),
-        schema=found["schema"],
-        dataframe=found.get("dataframe"),
-    )
+def _read_capture(found: dict[str, Any]) -> Capture:
+    """The kernel's JSON answer as a Capture: its keys are Capture's fields."""
+    typed = {
+        "endpoints": tuple(parse(EndpointDescription, endpoint) for endpoint in found["endpoints"]),
+        "notebook_distributions": distributions_from(found["notebook_distributions"]),
+    }
+    return Capture(**{**found, **typed})
 
 
-def _capture_failed(executed: ExecutedNotebook, error: dict[str, Any]) -> CaptureFailed:
+def _capture_failed(executed: ExecutedNotebook, failure: failures.Failure) -> CaptureFailed:
     notebook = executed.spec.path.name
-    reason = error["reason"]
-    if reason == "no_cloudpickle":
+    if isinstance(failure, failures.NoCloudpickle):
         return CaptureFailed(
-            f"the kernel {executed.kernel_name!r} ({error['python']}) cannot import cloudpickle, which "
-            f"serializes the endpoints. Install it there: {error['python']} -m pip install cloudpickle",
-            reason=reason,
+            f"the kernel {executed.kernel_name!r} ({failure.python}) cannot import cloudpickle, which "
+            f"serializes the endpoints. Install it there: {failure.python} -m pip install cloudpickle",
+            reason=failure.reason,
         )
-    endpoint = error["endpoint"]
+    endpoint = failure.endpoint
     cell = next(e.cell_number for e in executed.spec.endpoints if e.name == endpoint)
-    if reason == "example_failed":
+    if isinstance(failure, failures.ExampleFailed):
         return CaptureFailed(
-            f"the example {json.dumps(error['data'])} for endpoint {endpoint!r} (cell {cell} of {notebook}) "
-            f"failed in the kernel: {error['exception']}. Fix the --example value, or the function.",
-            reason=reason,
+            f"the example {json.dumps(failure.data)} for endpoint {endpoint!r} (cell {cell} of {notebook}) "
+            f"failed in the kernel: {failure.exception}. Fix the --example value, or the function.",
+            reason=failure.reason,
             endpoint=endpoint,
             cell=cell,
         )
-    if reason == "not_callable":
+    if isinstance(failure, failures.NotCallable):
         return CaptureFailed(
             f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is no longer a function once the "
-            f"notebook has run (it holds {error['type']}): a later cell rebinds or deletes the name. Rename one of them.",
-            reason=reason,
+            f"notebook has run (it holds {failure.type}): a later cell rebinds or deletes the name. Rename one of them.",
+            reason=failure.reason,
             endpoint=endpoint,
             cell=cell,
         )
     return CaptureFailed(
         f"endpoint {endpoint!r} (cell {cell} of {notebook}) cannot be serialized: it references "
-        f"{error['variable']!r}, a {error['type']}, which cannot be pickled ({error['exception']}).\n"
+        f"{failure.variable!r}, a {failure.type}, which cannot be pickled ({failure.exception}).\n"
         "Create it inside the function (or in a helper it calls) instead of at the top level, "
         "or stop the endpoint from referencing it.",
-        reason=reason,
+        reason=failure.reason,
         endpoint=endpoint,
         cell=cell,
-        variable=error["variable"],
-        variable_type=error["type"],
+        variable=failure.variable,
+        variable_type=failure.type,
     )

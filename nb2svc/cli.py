@@ -16,7 +16,7 @@ from nb2svc import __version__
 from nb2svc.build import BuildResult, build
 from nb2svc.errors import Nb2svcError
 from nb2svc.execute import CellProgress
-from nb2svc.lock import LockOptions
+from nb2svc.locking import DEFAULT_RESOLVER, RESOLVERS, LockOptions, ResolverName
 from nb2svc.runtime.settings import SETTINGS, Setting, Settings
 from nb2svc.serve import serve
 from nb2svc.verify import ExampleCheck, VerifyResult, verify
@@ -43,8 +43,12 @@ def cli() -> None:
 @click.option("--python-package", "python_packages", multiple=True, metavar="SPEC", help="Add or override a requirement (pip syntax). Repeatable.")
 @click.option("--requirements", "requirements_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Lock this file instead of the observed requirements.")
 @click.option("--python-version", metavar="X.Y", help="Python to lock for; must be the kernel's.  [default: the kernel's]")
-@click.option("--index-url", metavar="URL", help="Package index to lock against (passed to pip-compile and written into the lock).")
+@click.option("--index-url", metavar="URL", help="Package index to lock against (passed to the resolver and written into the lock).")
 @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Another index. Repeatable.")
+@click.option(
+    "--resolver", type=click.Choice(list(RESOLVERS)), default=DEFAULT_RESOLVER, show_default=True,
+    help="Resolver that locks: uv (for any Python) or pip-compile (for the Python nb2svc runs under only).",
+)
 @click.option("--offline", is_flag=True, help="No resolver: pin the installed closure, without hashes.")
 @click.option("--verify", "then_verify", is_flag=True, help="Run `nb2svc verify` on the result.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
@@ -60,13 +64,16 @@ def build_command(
     python_version: str | None,
     index_url: str | None,
     extra_index_urls: tuple[str, ...],
+    resolver: ResolverName,
     offline: bool,
     then_verify: bool,
     as_json: bool,
 ) -> None:
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
     progress = _Progress()
-    options = LockOptions(index_url=index_url, extra_index_urls=extra_index_urls, python_version=python_version, offline=offline)
+    options = LockOptions(
+        index_url=index_url, extra_index_urls=extra_index_urls, python_version=python_version, resolver=resolver, offline=offline
+    )
     with _reporting_errors(as_json, progress):
         result = build(
             notebook,
@@ -123,7 +130,7 @@ def _print_build(result: BuildResult) -> None:
         echo(f"  POST {endpoint.route}  {endpoint.name}{endpoint.signature}  ({count} example{'s' * (count != 1)})")
     echo("requirements, and why:")
     for requirement in result.requirements:
-        echo(f"  {requirement.spec:32} {'; '.join(requirement.reasons)}")
+        echo(f"  {requirement.spec:32} {'; '.join(reason.text for reason in requirement.reasons)}")
     lock = result.lock
     how = "from the cache" if lock.cached else f"in {lock.seconds:.1f}s"
     hashes = "with hashes" if lock.hashes else "WITHOUT HASHES (offline: no resolver was run)"

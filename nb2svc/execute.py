@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import resources
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +16,11 @@ import nbformat
 from jupyter_client.kernelspec import NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
 
 from nb2svc.errors import CellFailed, KernelFailed
-from nb2svc.in_kernel import RESULT_MIME
+from nb2svc.kernel_side import loaded, recording
+from nb2svc.kernel_side.reply import RESULT_MIME, reply
 from nb2svc.notebook import PREDICT_TAG, Cell, NotebookSpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -53,37 +54,82 @@ class ExecutedNotebook:
 
 
 class Kernel:
-    """The started kernel: calls functions of ``nb2svc/in_kernel.py`` in the namespace the notebook built."""
+    """The started kernel. nb2svc's kernel-side code is sent to it once, when it starts (see ``kernel_side``),
+    into a package of its own beside the notebook's namespace; each call of it is then one line."""
 
     def __init__(self, client: NotebookClient) -> None:
         self._client = client
+        self._run(_INSTALLATION, "installation of its kernel-side code")
 
-    def call(self, function: str, **arguments: Any) -> Any:
-        """Run ``in_kernel.function(**arguments)`` in the kernel and return its JSON result.
+    def call(self, function: Callable[..., Any], **arguments: Any) -> Any:
+        """Run ``function(**arguments)``, a function of ``nb2svc.kernel_side``, in the kernel; its JSON result."""
+        line = (
+            f"__import__('sys').modules[{_in_kernel(reply.__module__)!r}].reply("
+            f"{_relative(function.__module__)!r}, {function.__name__!r}, {json.dumps(arguments)!r})"
+        )
+        cell = self._run(line, f"{function.__name__}()")
+        for output in cell.outputs:
+            if RESULT_MIME in output.get("data", {}):
+                return output["data"][RESULT_MIME]
+        raise RuntimeError(f"nb2svc's kernel call {function.__name__}() returned nothing; outputs: {cell.outputs}")
 
-        The script runs in a namespace of its own, so the notebook's variables are left as they were.
-        """
-        script = f"{_IN_KERNEL}\n_emit({function}(**ARGUMENTS))\n"
-        namespace = f"{{'__name__': '__nb2svc__', 'ARGUMENTS': __import__('json').loads({json.dumps(arguments)!r})}}"
-        cell = nbformat.v4.new_code_cell(f"exec(compile({script!r}, 'nb2svc', 'exec'), {namespace})")
+    def _run(self, code: str, what: str) -> NotebookNode:
+        cell: NotebookNode = nbformat.v4.new_code_cell(code)
         self._client.nb.cells.append(cell)
         try:
             self._client.execute_cell(cell, len(self._client.nb.cells) - 1, store_history=False)
         except CellExecutionError as exc:  # a bug of nb2svc's, or a broken kernel environment
-            raise RuntimeError(f"nb2svc's {function}() failed in the kernel: {exc.ename}: {exc.evalue}") from exc
+            raise RuntimeError(f"nb2svc's {what} failed in the kernel: {exc.ename}: {exc.evalue}") from exc
         except CellTimeoutError as exc:
             raise KernelFailed(
-                f"nb2svc's {function}() in the kernel ran past --timeout (serializing or calling the endpoints "
+                f"nb2svc's {what} in the kernel ran past --timeout (serializing or calling the endpoints "
                 "takes longer than a cell may): raise --timeout.",
             ) from exc
         except DeadKernelError as exc:
-            raise KernelFailed(f"the kernel died during nb2svc's {function}() (out of memory? a crash?)") from exc
-        for output in cell.outputs:
-            if RESULT_MIME in output.get("data", {}):
-                return output["data"][RESULT_MIME]
-        raise RuntimeError(f"nb2svc's kernel call {function}() returned nothing; outputs: {cell.outputs}")
+            raise KernelFailed(f"the kernel died during nb2svc's {what} (out of memory? a crash?)") from exc
+        return cell
 
-_IN_KERNEL = (resources.files("nb2svc") / "in_kernel.py").read_text(encoding="utf-8")
+
+KERNEL_PACKAGE = "_nb2svc"  # what nb2svc's modules are called in the kernel: a name the notebook never imports
+# The modules sent, named relative to nb2svc: packages before their modules, each module after those it imports.
+SENT_TO_KERNEL = (
+    "in_fresh_python",
+    "kernel_side",
+    "kernel_side.failures",
+    "kernel_side.runtime",
+    "kernel_side.loaded",
+    "kernel_side.recording",
+    "kernel_side.unpicklable",
+    "kernel_side.capture",
+    "kernel_side.reply",
+)
+_NB2SVC = Path(__file__).resolve().parent
+
+
+def _relative(module: str) -> str:
+    return module.partition(".")[2]  # nb2svc.kernel_side.capture -> kernel_side.capture
+
+
+def _in_kernel(module: str) -> str:
+    return f"{KERNEL_PACKAGE}.{_relative(module)}"
+
+
+def _installation() -> str:
+    """The one cell that sends the kernel-side code: ``kernel_side/install.py`` run on every module's source."""
+    modules = []
+    for name in SENT_TO_KERNEL:
+        path = _NB2SVC.joinpath(*name.split("."))
+        is_package = path.is_dir()
+        source = (path / "__init__.py" if is_package else path.with_suffix(".py")).read_text(encoding="utf-8")
+        modules.append((name, is_package, source))
+    script = (_NB2SVC / "kernel_side" / "install.py").read_text(encoding="utf-8") + "\ninstall(PACKAGE, MODULES)\n"
+    return (
+        f"exec(compile({script!r}, '<nb2svc: install>', 'exec'), "
+        f"{{'__name__': '_nb2svc_install', 'PACKAGE': {KERNEL_PACKAGE!r}, 'MODULES': {modules!r}}})"
+    )
+
+
+_INSTALLATION = _installation()
 
 
 OnCell = Callable[[CellProgress], None]
@@ -118,12 +164,20 @@ def execute_notebook(
         kernel_stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
         _start_kernel(stack, client, name, kernel_stderr)
         kernel = Kernel(client)
-        modules_at_start = tuple(kernel.call("loaded_modules"))
-        record = (lambda: kernel.call("record_calls", names=[e.name for e in spec.endpoints], runtime_path=str(runtime_path))) if runtime_path else (lambda: None)
+        modules_at_start = tuple(kernel.call(loaded.loaded_modules))
+        record = _recording(kernel, spec, runtime_path)
         timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None), record))
         yield ExecutedNotebook(
             spec=spec, kernel=kernel, kernel_name=name, timings=timings, modules_at_start=modules_at_start
         )
+
+
+def _recording(kernel: Kernel, spec: NotebookSpec, runtime_path: Path | None) -> Callable[[], None]:
+    """What to do after a ``predict`` cell: have the kernel record the calls of the endpoints from then on."""
+    if runtime_path is None:
+        return lambda: None
+    names = [endpoint.name for endpoint in spec.endpoints]
+    return lambda: kernel.call(recording.record_calls, names=names, service_dir=str(runtime_path))
 
 
 def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: IO[str]) -> None:

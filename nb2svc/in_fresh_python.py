@@ -1,21 +1,26 @@
 """Run by the builder in a fresh interpreter of the kernel's Python, to learn about that environment.
 
-Like in_kernel.py this is sent as source text (``python -c``) and may use only
+Like nb2svc's kernel-side code this is sent as source text (``python -c``) and may use only
 the standard library, cloudpickle, and packaging where it is installed. It
 reads one JSON request on stdin and prints one JSON object:
 
-- ``{"task": "observe", "runtime_path": DIR, "endpoints": [{"name", "artifact", "examples": [data, ...]}]}``:
+- ``{"task": "observe", "runtime_path": DIR, "endpoints": [{"name", "artifact", "examples": [data, ...],
+  "recorded_frame": {"columns", "dtypes"} or null}]}``:
   for each endpoint, the distributions that loading it, its code's own import
   statements, and calling it on its examples (through the service's own
   nb2svc_runtime in DIR) brought in; and the kernel's own machinery (ipykernel
   and all it requires);
 - ``{"task": "closure", "names": [...]}``: those distributions and everything they
   require, recursively, at their installed versions (for an offline lock).
+
+``top_level`` and ``distributions`` are sent into the kernel too (kernel_side/loaded.py): which
+distribution provides a module is said here only.
 """
 
 from __future__ import annotations
 
 import dis
+import importlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -24,6 +29,7 @@ import pickle
 import re
 import sys
 import types
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -77,12 +83,9 @@ def _observe(request: dict[str, Any]) -> None:
     providers = importlib.metadata.packages_distributions()
     sys.path.append(request["runtime_path"])
     from nb2svc_runtime import endpoint as runtime_endpoint  # what the service calls its endpoints with
-    from nb2svc_runtime import invoke
+    from nb2svc_runtime import invoke, manifest
 
-    try:
-        import fastjsonschema  # noqa: F401  (the runtime's own: not a need of any endpoint)
-    except ImportError:
-        pass
+    _import_the_services_own_needs()
     report = {}
     for endpoint in request["endpoints"]:
         before = set(sys.modules)
@@ -92,28 +95,42 @@ def _observe(request: dict[str, Any]) -> None:
         except Exception as exc:
             print(json.dumps({"error": {"endpoint": endpoint["name"], "exception": f"{type(exc).__name__}: {exc}"}}))
             return
-        loaded = _top_level(set(sys.modules) - before)
+        loaded = top_level(set(sys.modules) - before)
         before = set(sys.modules)
-        invoker = runtime_endpoint.invoker_for(function, endpoint.get("dataframe"))
+        frame = endpoint.get("recorded_frame")
+        invoker = runtime_endpoint.invoker_for(function, manifest.parse(manifest.RecordedFrame, frame) if frame else None)
         for data in endpoint["examples"]:
             try:
                 invoke.answer(invoker, data)
             except Exception:  # the comparison of answers is verify's job; here only imports matter
                 pass
-        called = _top_level(set(sys.modules) - before)
+        called = top_level(set(sys.modules) - before)
         report[endpoint["name"]] = {
-            "loading": _distributions(loaded, providers),
-            "import_statements": _distributions(_imported_by_code(function), providers),
-            "examples": _distributions(called, providers),
+            "loading": distributions(loaded, providers),
+            "import_statements": distributions(_imported_by_code(function), providers),
+            "examples": distributions(called, providers),
         }
     print(json.dumps({"endpoints": report, "kernel_machinery": sorted(_closure(["ipykernel"])["pins"])}))
 
 
-def _top_level(modules: set[str]) -> set[str]:
+def _import_the_services_own_needs() -> None:
+    """Import first what the service imports anyway, so that no endpoint is said to need it: cloudpickle
+    (loading any artifact imports it) and fastjsonschema (the runtime validates requests with it)."""
+    for name in ("cloudpickle", "fastjsonschema"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def top_level(modules: Iterable[str]) -> set[str]:
+    """The top-level packages of ``modules``: ``sklearn`` for ``sklearn.linear_model``."""
     return {name.partition(".")[0] for name in modules}
 
 
-def _distributions(modules: set[str], providers: Any) -> dict[str, dict[str, Any]]:
+def distributions(modules: set[str], providers: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """The installed distributions that provide the top-level ``modules`` (the standard library left out), with the
+    modules each provides: ``{name: {"version", "modules"}}``. ``providers`` is ``packages_distributions()``."""
     found: dict[str, dict[str, Any]] = {}
     for top in sorted(modules - set(sys.stdlib_module_names)):
         for name in providers.get(top, ()):
@@ -161,4 +178,5 @@ def _imports_in(code: types.CodeType) -> set[str]:
     return found
 
 
-main()
+if __name__ == "__main__":  # run by ``python -c``; in the kernel, a module
+    main()

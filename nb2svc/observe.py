@@ -5,21 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nb2svc.capture import Capture, CapturedEndpoint, Distribution, distributions_from
 from packaging.utils import canonicalize_name
 
+from nb2svc.capture import Capture, Distribution, distributions_from
 from nb2svc.errors import CaptureFailed
 from nb2svc.fresh_python import run_in_fresh_python
+from nb2svc.kernel_side.failures import DOES_NOT_LOAD
+from nb2svc.runtime.manifest import EndpointDescription, ReasonSource, RequirementReason, plain
 
-_REASONS = {
-    "loading": "loading {endpoint}",
-    "import_statements": "an import statement in {endpoint}",
-    "examples": "calling {endpoint} on its examples",
+IMPORTED_BY_THE_NOTEBOOK = RequirementReason("notebook", "imported by the notebook")
+# What in_fresh_python.py reports per endpoint: the source of the reason, and its words.
+_REASONS: dict[str, tuple[ReasonSource, str]] = {
+    "loading": ("artifact_load", "loading {endpoint}"),
+    "import_statements": ("import_statement", "an import statement in {endpoint}"),
+    "examples": ("example_call", "calling {endpoint} on its examples"),
 }
 
 
-def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple[Distribution, ...]]:
-    """The distributions the service needs, keyed by why ("imported by the notebook", "loading my_fn"...).
+def observe_requirements(capture: Capture, service_dir: Path) -> dict[RequirementReason, tuple[Distribution, ...]]:
+    """The distributions the service needs, keyed by why: ``RequirementReason("artifact_load", "loading my_fn")``...
 
     What the notebook imported in the kernel counts, less the kernel's own machinery (IPython loads
     parts of it lazily, for magics and ``!shell`` lines). Then, in a new interpreter of the kernel's
@@ -36,22 +40,27 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[str, tuple
         raise _cannot_load(capture, report["error"])
     machinery = set(report["kernel_machinery"])
     observed = {
-        "imported by the notebook": tuple(
+        IMPORTED_BY_THE_NOTEBOOK: tuple(
             d for d in capture.notebook_distributions if canonicalize_name(d.name) not in machinery
         )
     }
-    for endpoint, sources in report["endpoints"].items():
-        for source, found in sources.items():
-            observed[_REASONS[source].format(endpoint=endpoint)] = distributions_from(found)
+    for endpoint, steps in report["endpoints"].items():
+        for step, found in steps.items():
+            observed[_reason(step, endpoint)] = distributions_from(found)
     return observed
 
 
-def _endpoint_request(endpoint: CapturedEndpoint, service_dir: Path) -> dict[str, Any]:
+def _reason(step: str, endpoint: str) -> RequirementReason:
+    source, text = _REASONS[step]
+    return RequirementReason(source, text.format(endpoint=endpoint))
+
+
+def _endpoint_request(endpoint: EndpointDescription, service_dir: Path) -> dict[str, Any]:
     return {
         "name": endpoint.name,
         "artifact": str(service_dir / endpoint.artifact),
-        "examples": [example["request"]["data"] for example in endpoint.examples],
-        "dataframe": endpoint.dataframe,
+        "examples": [example.request["data"] for example in endpoint.examples],
+        "recorded_frame": plain(endpoint.recorded_frame),
     }
 
 
@@ -62,6 +71,6 @@ def _cannot_load(capture: Capture, error: dict[str, str]) -> CaptureFailed:
         f"{error['exception']}. It references something by import that a fresh interpreter cannot import "
         "(a module on a path the notebook added to sys.path?). Keep such modules beside the notebook, or "
         "install them as packages.",
-        reason="does_not_load",
+        reason=DOES_NOT_LOAD,
         endpoint=endpoint,
     )

@@ -11,28 +11,21 @@ import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from nb2svc import __version__
 from nb2svc.capture import Capture
 from nb2svc.errors import OutputExists
 from nb2svc.execute import CellTiming
 from nb2svc.notebook import NotebookSpec
-from nb2svc.lock import Lock
-from nb2svc.requirements import Requirement
+from nb2svc.locking import Lock
 from nb2svc.runtime.manifest import (
     FILENAME,
     CellTime,
     EndpointDescription,
-    Example,
-    LockDescription,
     Manifest,
     NotebookDescription,
-    ParameterDescription,
     PythonDescription,
-    RecordedFrame,
     RequirementEntry,
-    RequirementReason,
 )
 
 PACKAGE = Path(__file__).resolve().parent
@@ -92,7 +85,7 @@ def render_service(
     staging: Path,
     spec: NotebookSpec,
     capture: Capture,
-    requirements: tuple[Requirement, ...],
+    requirements: tuple[RequirementEntry, ...],
     lock: Lock,
     timings: tuple[CellTiming, ...],
 ) -> Manifest:
@@ -111,7 +104,7 @@ def render_service(
 def build_manifest(
     spec: NotebookSpec,
     capture: Capture,
-    requirements: tuple[Requirement, ...],
+    requirements: tuple[RequirementEntry, ...],
     lock: Lock,
     timings: tuple[CellTiming, ...],
 ) -> Manifest:
@@ -126,39 +119,11 @@ def build_manifest(
             version=capture.python_version, minor=lock.python_version, implementation=capture.python_implementation
         ),
         cloudpickle_version=capture.cloudpickle_version,
-        endpoints=tuple(_endpoint(e) for e in capture.endpoints),
-        requirements=tuple(_requirement(r) for r in requirements),
-        lock=_lock(lock),
+        endpoints=capture.endpoints,
+        requirements=requirements,
+        lock=lock.description(),
         cells=tuple(CellTime(cell=t.number, seconds=t.seconds) for t in timings),
     )
-
-
-def _endpoint(e: Any) -> EndpointDescription:  # TODO(capture): capture yields EndpointDescription itself
-    described = {p["name"]: p for p in e.parameters}
-    return EndpointDescription(
-        name=e.name, cell=e.cell_number, artifact=e.artifact, sha256=e.sha256, bytes=e.size, signature=e.signature,
-        doc=e.doc, is_async=e.is_async,
-        parameters=tuple(
-            ParameterDescription(
-                name=p["name"], kind=described.get(p["name"], {}).get("kind", "positional_or_keyword"), schema=p["schema"],
-                required=p["required"], annotation=described.get(p["name"], {}).get("annotation"), default=p.get("default"),
-            )
-            for p in e.schema["parameters"]
-        ),
-        returns=e.schema["returns"], dataframe=e.schema["dataframe"],
-        recorded_frame=RecordedFrame(tuple(e.dataframe["columns"]), e.dataframe["dtypes"]) if e.dataframe else None,
-        examples=tuple(Example(x["request"], x["response"], x.get("source", "notebook")) for x in e.examples),
-    )
-
-
-def _requirement(r: Requirement) -> RequirementEntry:  # TODO(requirements): reasons carry their source
-    return RequirementEntry(r.name, r.spec, tuple(RequirementReason("notebook", text) for text in r.reasons))
-
-
-def _lock(lock: Lock) -> LockDescription:  # TODO(lock): Lock.description()
-    d = lock.to_dict()
-    return LockDescription(d["tool"], d["python_version"], d["hashes"], d["offline"], d["index_url"],
-                           tuple(d["extra_index_urls"]), d["pins"])
 
 
 def _version(capture: Capture) -> str:

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from nb2svc import __version__
 from nb2svc.cli import cli
 from nb2svc.runtime.app import create_app
+from nb2svc.runtime.manifest import MANIFEST_FORMAT, read_manifest
 
 from helpers import FIXTURES, kernel_processes
 
@@ -45,6 +46,8 @@ def test_build_writes_the_service_directory(built: tuple[Path, object]) -> None:
 def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, object]) -> None:
     output, _ = built
     manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["manifest_format"] == MANIFEST_FORMAT
+    assert read_manifest(output).endpoints[0].route == "/v1/my_lr_deployement/latest"
     assert manifest["name"] == "linear_regression"
     assert manifest["nb2svc_version"] == __version__
     assert manifest["notebook"] == {"file": LR.name, "sha256": hashlib.sha256(LR.read_bytes()).hexdigest()}
@@ -52,7 +55,6 @@ def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, objec
     [endpoint] = manifest["endpoints"]
     assert endpoint["name"] == "my_lr_deployement"
     assert endpoint["signature"] == "(input_x)"
-    assert endpoint["route"] == "/v1/my_lr_deployement/latest"
     assert endpoint["cell"] == 6
     artifact = output / endpoint["artifact"]
     assert hashlib.sha256(artifact.read_bytes()).hexdigest() == endpoint["sha256"]
@@ -93,7 +95,10 @@ def test_json_output_is_one_object(built: tuple[Path, object]) -> None:
     assert sklearn == {
         "name": "scikit-learn",
         "spec": f"scikit-learn=={version('scikit-learn')}",
-        "reasons": ["imported by the notebook (sklearn)", "loading my_lr_deployement (sklearn)"],
+        "reasons": [
+            {"source": "notebook", "text": "imported by the notebook (sklearn)"},
+            {"source": "artifact_load", "text": "loading my_lr_deployement (sklearn)"},
+        ],
     }
     assert report["lock"]["pins"] == report["manifest"]["lock"]["pins"]
 

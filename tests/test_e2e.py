@@ -58,7 +58,7 @@ def lr_service(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_wheel_carries_the_runtime_and_templates(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("nb2svc/runtime/app.py", "nb2svc/runtime/envelope.py", "nb2svc/templates/app.py",
-                     "nb2svc/templates/README.md", "nb2svc/templates/Dockerfile", "nb2svc/in_kernel.py"):
+                     "nb2svc/templates/README.md", "nb2svc/templates/Dockerfile", "nb2svc/kernel_side/capture.py", "nb2svc/in_fresh_python.py"):
         assert required in names
 
 

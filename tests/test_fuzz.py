@@ -1,14 +1,15 @@
-"""schemathesis against the service's own /openapi.json: no answer outside what the description documents."""
+"""schemathesis against the service's own /openapi.json, with every check: the published contract is the behaviour."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import content_type_conformance, status_code_conformance
+from schemathesis import GenerationMode, checks
 
 import nb2svc
 from nb2svc.runtime.app import create_app
@@ -16,24 +17,39 @@ from nb2svc.runtime.app import create_app
 from helpers import FIXTURES
 
 pytestmark = pytest.mark.e2e
-EXAMPLES = 300  # bounded: about 20 per operation
+EXAMPLES = 600  # bounded: about 10 per operation and mode
+checks.load_all_checks()
+TIMING = {checks.max_response_time}  # speed is measured by `make bench`, never asserted in tests
+EVERY_CHECK = [check for check in checks.CHECKS.get_all() if check not in TIMING]
 
 
-def test_every_answer_is_a_documented_one(tmp_path: Path) -> None:
-    nb2svc.build(FIXTURES / "typed_api.ipynb", tmp_path / "typed_api")
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(tmp_path / "typed_api"))
+# Where a check cannot hold, and why. typed_api's functions are not total (max() of an empty tuple, an
+# overflowing sum, an unencodable result): a valid request may get their documented 500. And an ndarray is
+# "nested lists": JSON Schema cannot say they must be rectangular, so ragged lists (a 422) pass the schema.
+TYPED_API_EXCEPTIONS = {"mean": [checks.not_a_server_error, checks.positive_data_acceptance], "": [checks.not_a_server_error]}
+
+
+@pytest.mark.parametrize(
+    ("notebook", "exceptions"),
+    [("request_modes.ipynb", {}), ("typed_api.ipynb", TYPED_API_EXCEPTIONS)],  # request_modes: every check, always
+)
+def test_every_answer_is_the_documented_one(tmp_path: Path, notebook: str, exceptions: dict[str, list[Any]]) -> None:
+    service = tmp_path / "service"
+    nb2svc.build(FIXTURES / notebook, service)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(service))
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) > 20
+    assert len(operations) > 10
     seen: dict[int, int] = {}
 
-    @given(case=st.one_of([operation.as_strategy() for operation in operations]))
+    strategies = [operation.as_strategy(mode) for operation in operations for mode in GenerationMode]
+
+    @given(case=st.one_of(strategies))
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def call(case: schemathesis.Case) -> None:
         response = case.call()
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
-        case.validate_response(response, checks=[status_code_conformance, content_type_conformance])
-        if response.status_code >= 500:  # only the documented ones: the function raised or its result is unencodable
-            assert response.json()["error"]["type"] not in ("http_error", "not_ready"), response.text
+        excluded = next((found for name, found in exceptions.items() if case.path.startswith(f"/v1/{name}")), [])
+        case.validate_response(response, checks=EVERY_CHECK, excluded_checks=excluded)
 
     call()
-    assert seen.get(200, 0) > 0 and seen.get(422, 0) > 0, seen
+    assert seen.get(200, 0) > 0 and seen.get(422, 0) + seen.get(400, 0) > 0, seen

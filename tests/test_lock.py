@@ -14,13 +14,18 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import nb2svc
+from nb2svc.capture import Capture, Distribution
 from nb2svc.cli import cli
 from nb2svc.locking import LockOptions
+from nb2svc.observe import IMPORTED_BY_THE_NOTEBOOK
+from nb2svc.requirements import format_requirements_in, gather_requirements
 from nb2svc.runtime.manifest import RequirementReason
 
 from helpers import FIXTURES
 
 LR = FIXTURES / "linear_regression.ipynb"
+CAPTURE = Capture(endpoints=(), python_version="3.11.7", python_implementation="cpython", python_executable="python",
+                  cloudpickle_version="3.1.3", notebook_distributions=())
 
 
 def closure(*names: str) -> set[str]:
@@ -143,12 +148,32 @@ def test_a_conflict_names_the_conflicting_packages(tmp_path: Path, resolver: str
 @pytest.mark.parametrize("resolver", ["uv", "pip-compile"])
 def test_an_unreachable_index_suggests_offline(tmp_path: Path, resolver: str) -> None:
     # Only the given index: no pip or uv configuration of this machine's may add another.
-    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "", "UV_NO_CONFIG": "1",
-           "NB2SVC_BUILD_RESOLVER": resolver}
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--index-url", "http://127.0.0.1:9/simple", env=env)
+    env = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "", "UV_NO_CONFIG": "1"}
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--index-url", "http://127.0.0.1:9/simple",
+                 "--resolver", resolver, env=env)
     assert result.exit_code == 12, result.output
     assert "could not reach http://127.0.0.1:9/simple" in result.stderr
     assert "--offline" in result.stderr
+
+
+@pytest.mark.network
+def test_the_resolver_is_chosen_by_option_or_environment(tmp_path: Path) -> None:
+    default = run("build", str(LR), "-o", str(tmp_path / "uv"), "--json")
+    chosen = run("build", str(LR), "-o", str(tmp_path / "pip"), "--json", env={"NB2SVC_BUILD_RESOLVER": "pip-compile"})
+    assert (default.exit_code, chosen.exit_code) == (0, 0), default.output + chosen.output
+    uv_lock, pip_compile_lock = (json.loads(result.stdout)["lock"] for result in (default, chosen))
+    assert uv_lock["tool"] == f"uv pip compile {version('uv')}"
+    assert pip_compile_lock["tool"] == f"pip-compile {version('pip-tools')}"
+    header = f"# Locked by nb2svc with pip-compile {version('pip-tools')} for Python {pip_compile_lock['python_version']}.\n"
+    assert (tmp_path / "pip" / "requirements.txt").read_text().startswith(header)
+    assert pip_compile_lock["pins"] == uv_lock["pins"]
+
+
+def test_an_unknown_resolver_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--resolver", "poetry")
+    assert result.exit_code == 2
+    assert "'poetry' is not one of 'uv', 'pip-compile'" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_python_version_other_than_the_kernels_is_refused(tmp_path: Path) -> None:
@@ -158,6 +183,7 @@ def test_python_version_other_than_the_kernels_is_refused(tmp_path: Path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.network
 def test_example_option_records_more_examples(tmp_path: Path) -> None:
     result = run("build", str(FIXTURES / "house_prices.ipynb"), "-o", str(tmp_path / "out"),
                  "--example", "predict_price", '{"rooms": 4, "area": 100}',
@@ -186,11 +212,31 @@ def test_bad_examples(tmp_path: Path, example: list[str], exit_code: int, messag
 
 
 def test_the_notebooks_version_of_a_runtime_package_is_a_conflict_not_a_silent_choice() -> None:
-    from nb2svc.capture import Capture, Distribution
-    from nb2svc.requirements import gather_requirements
+    observed = {IMPORTED_BY_THE_NOTEBOOK: (Distribution("starlette", "0.20.0", ("starlette",)),)}
+    starlette = [r for r in gather_requirements(CAPTURE, observed) if r.name == "starlette"]
+    assert [r.spec for r in starlette] == ["starlette==0.20.0", f"starlette=={version('starlette')}"]  # the resolver refuses both: exit 11
+    assert [r.reasons for r in starlette] == [
+        (RequirementReason("notebook", "imported by the notebook (starlette)"),),
+        (RequirementReason("runtime", "the service runtime"),),
+    ]
 
-    capture = Capture(endpoints=(), python_version="3.11.7", python_implementation="cpython", python_executable="python",
-                      cloudpickle_version="3.1.3", notebook_distributions=())
-    observed = {"imported by the notebook": (Distribution("starlette", "0.20.0", ("starlette",)),)}
-    specs = [r.spec for r in gather_requirements(capture, observed) if r.name == "starlette"]
-    assert specs == ["starlette==0.20.0", f"starlette=={version('starlette')}"]  # pip-compile refuses both: exit 11
+
+def test_every_reason_says_who_asked_and_requirements_in_keeps_the_words() -> None:
+    observed = {
+        IMPORTED_BY_THE_NOTEBOOK: (Distribution("scikit-learn", "1.9.1", ("sklearn",)),),
+        RequirementReason("artifact_load", "loading predict"): (Distribution("scikit-learn", "1.9.1", ("sklearn",)),),
+    }
+    requirements = gather_requirements(CAPTURE, observed, python_packages=["attrs>=23"])
+    reasons = {r.name: r.reasons for r in requirements}
+    assert reasons["scikit-learn"] == (
+        RequirementReason("notebook", "imported by the notebook (sklearn)"),
+        RequirementReason("artifact_load", "loading predict (sklearn)"),
+    )
+    assert reasons["cloudpickle"] == (RequirementReason("runtime", "serialized the artifacts"),)
+    assert reasons["uvicorn"] == (RequirementReason("runtime", "the service runtime"),)
+    assert reasons["attrs"] == (RequirementReason("user", "--python-package"),)
+    assert "scikit-learn==1.9.1\n    # imported by the notebook (sklearn)\n    # loading predict (sklearn)\n" in (
+        format_requirements_in(requirements)
+    )
+    [mine] = [r for r in gather_requirements(CAPTURE, {}, requirements_file="attrs\n") if r.name == "attrs"]
+    assert mine.reasons == (RequirementReason("user", "--requirements"),)

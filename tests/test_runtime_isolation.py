@@ -45,6 +45,17 @@ def test_the_check_catches_an_import_of_nb2svc(tmp_path: Path) -> None:
 
 
 def test_kernel_side_code_imports_only_what_every_python_kernel_has() -> None:
-    in_kernel = Path(nb2svc.__file__).parent / "in_kernel.py"
-    others = [m for m, _ in imported_modules(in_kernel) if m.partition(".")[0] not in sys.stdlib_module_names]
-    assert set(others) <= {"cloudpickle", "IPython", "IPython.display"}  # nb2svc_runtime's come from the service dir
+    package = Path(nb2svc.__file__).parent
+    files = sorted((package / "kernel_side").glob("*.py"))
+    assert len(files) >= 5
+    others = {m for path in files for m, _ in imported_modules(path) if m.partition(".")[0] not in sys.stdlib_module_names}
+    # nb2svc_runtime's modules come from the service directory; their own siblings by relative imports
+    assert others <= {"cloudpickle", "IPython", "IPython.display"}
+
+
+def test_what_is_sent_to_the_kernel_from_outside_kernel_side_imports_only_the_standard_library_at_its_top() -> None:
+    script = Path(nb2svc.__file__).parent / "in_fresh_python.py"  # its top_level and distributions are sent too
+    top = [node for node in ast.parse(script.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    modules = [alias.name for node in top if isinstance(node, ast.Import) for alias in node.names]
+    modules += [node.module or "" for node in top if isinstance(node, ast.ImportFrom)]
+    assert [m for m in modules if m.partition(".")[0] not in sys.stdlib_module_names | {"__future__"}] == []

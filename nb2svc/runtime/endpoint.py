@@ -9,6 +9,7 @@ import functools
 import hashlib
 import inspect
 import pickle
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,8 +84,21 @@ def _synchronous(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+_INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+_FLOAT64 = {"type": ["number", "null"], "minimum": -sys.float_info.max, "maximum": sys.float_info.max}
+# What JSON value each recorded column dtype takes without loss; other dtypes take any value.
+_COLUMN_SCHEMAS: dict[str, dict[str, Any]] = {
+    "int64": _INT64,
+    "int32": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+    "float64": _FLOAT64,
+    "float32": _FLOAT64,
+    "bool": {"type": "boolean"},
+}
+
+
 def _with_recorded_frame(signature: Signature, frame: RecordedFrame | None) -> Signature:
-    """A DataFrame endpoint builds its table with the columns and dtypes of the notebook's own calls."""
+    """A DataFrame endpoint builds its table with the columns and dtypes of the notebook's own calls,
+    and each record's values must fit their column's dtype (validated, and published in the schema)."""
     if not signature.dataframe or not frame:
         return signature
     parameter = signature.parameters[0]
@@ -92,7 +106,11 @@ def _with_recorded_frame(signature: Signature, frame: RecordedFrame | None) -> S
 
     def convert(records: Any) -> Any:
         table = build(records)
+        if table.empty and not len(table.columns):  # no rows: the recorded columns, empty
+            table = table.reindex(columns=list(frame.columns))
         columns = [c for c in frame.columns if c in table.columns] + [c for c in table.columns if c not in frame.columns]
         return table[columns].astype({c: t for c, t in frame.dtypes.items() if c in table.columns})
 
-    return dataclasses.replace(signature, parameters=(dataclasses.replace(parameter, convert=convert),))
+    columns = {c: _COLUMN_SCHEMAS.get(t, {}) for c, t in frame.dtypes.items()}
+    schema = {**parameter.schema, "items": {"type": "object", "properties": columns, "required": list(frame.columns)}}
+    return dataclasses.replace(signature, parameters=(dataclasses.replace(parameter, convert=convert, schema=schema),))

@@ -82,3 +82,59 @@ def _checked(arguments: dict[str, Any], signature: Signature) -> dict[str, Any]:
         if name not in arguments:
             raise BindingError(f"parameter {name!r} is required and was not given", name)
     return arguments
+
+
+# The rules above as JSON Schema, for /openapi.json: a value is valid exactly when the rules bind it.
+BATCH_SHAPED = {"type": "array", "minItems": 1, "prefixItems": [{"type": "array"}]}  # rule 1 applies
+BATCH = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "array", "minItems": 1},
+    "description": "a batch: each row is [id, args...]; answered as [[id, result], ...] in request order",
+}
+
+
+def data_schema(signature: Signature) -> dict[str, Any]:
+    """The JSON Schema of the ``data`` values these rules accept for ``signature`` (a batch's rows may still fail)."""
+    parameters = signature.parameters
+    if not parameters:  # any value but a malformed batch: the function takes no argument
+        return {"anyOf": [{"not": BATCH_SHAPED}, BATCH]}
+    forms: list[dict[str, Any]] = []
+    taken_elsewhere: list[dict[str, Any]] = [BATCH_SHAPED]  # values that rules 1-4 read, so rule 5 never sees
+    if not signature.dataframe and not signature.takes_one_object:
+        forms.append(_keywords(signature))
+        taken_elsewhere.append({"type": "object", "minProperties": 1, "propertyNames": {"enum": sorted(signature.names)}})
+    if signature.spreads_lists and not signature.dataframe:
+        by_position = _positional(signature)
+        if by_position is not None:
+            forms.append(by_position)
+        taken_elsewhere.append({"type": "array"})
+    if signature.dataframe or not any(p.required for p in parameters[1:]):
+        first = parameters[0].schema
+        forms.append({"allOf": [first, {"not": {"anyOf": taken_elsewhere}}]} if first else {"not": {"anyOf": taken_elsewhere}})
+    return {"anyOf": [*forms, _dataframe_batch(parameters[0].schema) if signature.dataframe else BATCH]}
+
+
+def _dataframe_batch(table: dict[str, Any]) -> dict[str, Any]:
+    """A DataFrame endpoint's batch is one call: every row must be [id, record]."""
+    row = {"type": "array", "prefixItems": [{}, table.get("items", {"type": "object"})], "minItems": 2, "maxItems": 2}
+    return {**BATCH, "items": row}
+
+
+def _keywords(signature: Signature) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {p.name: p.schema for p in signature.parameters},
+        "required": list(signature.required),
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
+
+
+def _positional(signature: Signature) -> dict[str, Any] | None:
+    """Rule 4's list, or None if a required parameter can only be given by name."""
+    positional = signature.positional
+    if any(p.required and not p.positional for p in signature.parameters):
+        return None
+    required = sum(1 for p in positional if p.required)
+    return {"type": "array", "prefixItems": [p.schema for p in positional], "minItems": required, "maxItems": len(positional)}

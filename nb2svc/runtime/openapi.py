@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .endpoint import Endpoint
+from .envelope import data_schema
 from .manifest import Manifest
 from .schema import Signature
 
@@ -24,13 +25,6 @@ _ERROR = {
         }
     },
 }
-_BATCH = {
-    "type": "array",
-    "description": "a batch: each row is [id, args...]; answered as [[id, result], ...] in request order",
-    "items": {"type": "array", "minItems": 1},
-}
-
-
 def openapi(manifest: Manifest, endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "The process is alive", "responses": {"200": _json_response("alive", {})}}},
@@ -98,24 +92,7 @@ def _predict(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _request(signature: Signature) -> dict[str, Any]:
-    parameters = signature.parameters
-    forms: list[dict[str, Any]] = []
-    if len(parameters) == 1:
-        forms.append(parameters[0].schema or {"description": "any JSON value"})
-    elif parameters:
-        forms.append({
-            "type": "object",
-            "properties": {p.name: p.schema for p in parameters},
-            "required": [p.name for p in parameters if p.required],
-        })
-        positional = [p for p in parameters if p.positional]
-        if signature.spreads_lists:
-            forms.append({"type": "array", "prefixItems": [p.schema for p in positional], "maxItems": len(positional)})
-        else:
-            forms.append(parameters[0].schema)
-    forms.append(_BATCH)
-    data = forms[0] if len(forms) == 1 else {"anyOf": forms}
-    return {"type": "object", "required": ["data"], "properties": {"data": data}}
+    return {"type": "object", "required": ["data"], "properties": {"data": data_schema(signature)}}
 
 
 def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -110,10 +110,11 @@ def describe(function: Callable[..., Any]) -> FunctionDescription:
     """``function`` as the manifest describes it: read_signature's parameters and schemas, each parameter with
     its kind and its annotation as written."""
     signature = read_signature(function)
+    parameters: tuple[ParameterDescription, ...] = ()
     try:
         written = inspect.signature(function)
     except (TypeError, ValueError):
-        text, parameters = "(*args, **kwargs)", ()
+        text = "(*args, **kwargs)"
     else:
         text = str(written)
         parameters = tuple(_described(p, written.parameters[p.name]) for p in signature.parameters)
@@ -206,6 +207,7 @@ def schema_for(annotation: Any) -> dict[str, Any]:
             "title": annotation.__name__,
             "properties": {f.name: schema_for(fields.get(f.name, Any)) for f in dataclasses.fields(annotation)},
             "required": [f.name for f in dataclasses.fields(annotation) if _missing(f.default) and _missing(f.default_factory)],
+            "additionalProperties": False,  # its constructor refuses other keys
         }
     if hasattr(annotation, "model_json_schema"):  # a pydantic model
         return dict(annotation.model_json_schema())
@@ -269,7 +271,7 @@ def unchanged(value: Any) -> Any:
 
 
 def _frame(frame_type: Any, records: Any) -> Any:
-    return frame_type.from_records([records] if isinstance(records, dict) else records)
+    return frame_type([records] if isinstance(records, dict) else records)  # from_records drops a row of {}
 
 
 def _is_dataframe(annotation: Any) -> bool:

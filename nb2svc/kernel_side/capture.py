@@ -1,0 +1,129 @@
+"""After the notebook's last cell: serialize each endpoint into the service directory and describe it.
+
+Each endpoint's description is the manifest's own ``EndpointDescription``, made here by the service
+runtime's ``manifest`` and ``schema`` modules, so the builder reads back exactly what it will write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+from . import failures, recording
+from .loaded import distributions_imported_since
+from .runtime import runtime_module
+from .unpicklable import unpicklable
+
+
+class _Failed(Exception):
+    """Capture cannot go on; ``args[0]`` is the failure, for the builder to explain."""
+
+
+def capture(
+    endpoints: dict[str, int],
+    service_dir: str,
+    notebook_dir: str,
+    modules_at_start: list[str],
+    extra_examples: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """Serialize each endpoint (its name: its cell) into ``service_dir/artifacts`` and describe it.
+
+    ``extra_examples`` maps endpoint names to ``data`` values to call them with, as requests would.
+    The answer is ``{"capture": {...}}`` (the fields of the builder's ``Capture``) or ``{"failure": {...}}``.
+    """
+    notebook_distributions = distributions_imported_since(modules_at_start)  # before this imports cloudpickle
+    try:
+        import cloudpickle
+    except ImportError:
+        return {"failure": failures.to_json(failures.NoCloudpickle(python=sys.executable))}
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    _pickle_local_modules_by_value(cloudpickle, notebook_dir)
+    manifest = runtime_module("manifest", service_dir)
+    try:
+        described = [
+            _endpoint(cloudpickle, namespace, name, cell, service_dir, extra_examples.get(name, []))
+            for name, cell in endpoints.items()
+        ]
+    except _Failed as failed:
+        return {"failure": failures.to_json(failed.args[0])}
+    return {
+        "capture": {
+            "endpoints": [manifest.plain(description) for description in described],
+            "python_version": ".".join(map(str, sys.version_info[:3])),
+            "python_implementation": sys.implementation.name,
+            "python_executable": sys.executable,
+            "cloudpickle_version": cloudpickle.__version__,
+            "notebook_distributions": notebook_distributions,
+        }
+    }
+
+
+def _endpoint(
+    cloudpickle: Any, namespace: dict[str, Any], name: str, cell: int, service_dir: str, extra_examples: list[Any]
+) -> Any:
+    """The endpoint ``name``, serialized into its artifact: its nb2svc_runtime.manifest.EndpointDescription."""
+    recorded = recording.take_off(namespace, name)  # the function itself is served, not its recorder
+    function = namespace.get(name)
+    if not callable(function):
+        raise _Failed(failures.NotCallable(endpoint=name, type=failures.type_name(function)))
+    examples = recorded.examples + [_run_example(name, function, data, service_dir, recorded.frame) for data in extra_examples]
+    try:
+        payload = cloudpickle.dumps(function)
+    except Exception as exc:  # cloudpickle raises TypeError, PicklingError, RecursionError...
+        raise _Failed(unpicklable(cloudpickle, name, function, exc)) from None
+    described = runtime_module("schema", service_dir).describe(function)
+    return runtime_module("manifest", service_dir).EndpointDescription(
+        name=name,
+        cell=cell,
+        artifact=_write_artifact(service_dir, name, payload),
+        sha256=hashlib.sha256(payload).hexdigest(),
+        bytes=len(payload),
+        signature=described.signature,
+        doc=described.doc,
+        is_async=described.is_async,
+        parameters=described.parameters,
+        returns=described.returns,
+        dataframe=described.dataframe,
+        recorded_frame=recorded.frame,
+        examples=tuple(examples),
+    )
+
+
+def _write_artifact(service_dir: str, name: str, payload: bytes) -> str:
+    """Write ``payload`` as the artifact of ``name``; its path relative to the service directory."""
+    artifact = f"artifacts/{name}.pkl"
+    os.makedirs(os.path.join(service_dir, "artifacts"), exist_ok=True)
+    with open(os.path.join(service_dir, artifact), "wb") as file:
+        file.write(payload)
+    return artifact
+
+
+def _run_example(name: str, function: Any, data: Any, service_dir: str, frame: Any) -> Any:
+    """Call ``function`` as the service would for ``{"data": data}``: the example, with the answer."""
+    invoke, encoding, endpoint, errors, manifest = (
+        runtime_module(module, service_dir) for module in ("invoke", "encoding", "endpoint", "errors", "manifest")
+    )
+    invoker = endpoint.invoker_for(function, frame)
+    try:
+        response = json.loads(encoding.encode_json(invoke.answer(invoker, data)))
+    except Exception as exc:
+        raised = exc.error if isinstance(exc, errors.CallFailed) else exc  # what the function itself raised
+        exception = f"{type(raised).__name__}: {raised}"
+        raise _Failed(failures.ExampleFailed(endpoint=name, data=data, exception=exception)) from None
+    return manifest.Example(request={"data": data}, response=response, source="command line")
+
+
+def _pickle_local_modules_by_value(cloudpickle: Any, notebook_dir: str) -> None:
+    """Modules the user keeps beside the notebook travel inside the artifact, like the notebook's own code."""
+    root = os.path.realpath(notebook_dir) + os.sep
+    installed = {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    for name, module in list(sys.modules.items()):
+        path = os.path.realpath(getattr(module, "__file__", None) or "")
+        local = path.startswith(root) and not any(path.startswith(prefix) for prefix in installed)
+        if local and "site-packages" not in path and "." not in name:
+            cloudpickle.register_pickle_by_value(module)
