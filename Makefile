@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install browser test demo bench clean
+.PHONY: install browser lint test demo bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,13 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) browser
+# ruff (pyproject's [tool.ruff]) and mypy (strict on nb2svc/, lenient on tests and bench: [tool.mypy]).
+lint: $(STAMP)
+	$(BIN)/ruff check nb2svc tests bench
+	$(BIN)/ruff format --check nb2svc tests bench
+	$(BIN)/mypy
+
+test: lint browser
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

@@ -22,10 +22,19 @@ REQUESTS, ROUNDS = 3000, 5
 async def request(app: Any, body: bytes) -> list[dict[str, Any]]:
     path = "/v1/my_lr_deployement/latest"
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "state": {},
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
     }
     delivered = False
 

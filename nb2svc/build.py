@@ -64,7 +64,9 @@ def build(
     unknown = set(examples or {}) - {endpoint.name for endpoint in spec.endpoints}
     if unknown:
         names = ", ".join(endpoint.name for endpoint in spec.endpoints)
-        raise UsageError(f"--example names no endpoint of {spec.path.name}: {', '.join(sorted(unknown))} (endpoints: {names})")
+        raise UsageError(
+            f"--example names no endpoint of {spec.path.name}: {', '.join(sorted(unknown))} (endpoints: {names})"
+        )
     requirements_text = Path(requirements_file).read_text(encoding="utf-8") if requirements_file else None
     target = Path(output) if output is not None else Path(f"{service_name(spec.path)}_service")
     target = target.resolve()
@@ -74,7 +76,9 @@ def build(
         with execute_notebook(
             spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
         ) as executed:
-            capture = capture_endpoints(executed, staging, {name: list(values) for name, values in (examples or {}).items()})
+            capture = capture_endpoints(
+                executed, staging, {name: list(values) for name, values in (examples or {}).items()}
+            )
         python_version = _python_version(capture.python_version, lock_options.python_version)
         observed = observe_requirements(capture, staging) if requirements_text is None else {}
         requirements = gather_requirements(capture, observed, python_packages, requirements_text)

@@ -94,7 +94,8 @@ def _capture_failed(executed: ExecutedNotebook, failure: failures.Failure) -> Ca
     if isinstance(failure, failures.NotCallable):
         return CaptureFailed(
             f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is no longer a function once the "
-            f"notebook has run (it holds {failure.type}): a later cell rebinds or deletes the name. Rename one of them.",
+            f"notebook has run (it holds {failure.type}): a later cell rebinds or deletes the name. "
+            "Rename one of them.",
             reason=failure.reason,
             endpoint=endpoint,
             cell=cell,

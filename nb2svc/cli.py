@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,23 +30,53 @@ def cli() -> None:
 
 @cli.command("build")
 @click.argument("notebook", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Service directory to write.  [default: NAME_service]")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Service directory to write.  [default: NAME_service]"
+)
 @click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
 @click.option("--kernel", "kernel_name", help="Jupyter kernel to run the notebook in.  [default: the notebook's]")
 @click.option(
-    "--timeout", type=click.FloatRange(min=0), default=600, show_default=True, help="Seconds one cell may run; 0 for no limit."
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=600,
+    show_default=True,
+    help="Seconds one cell may run; 0 for no limit.",
 )
 @click.option(
-    "--example", "examples", type=(str, str), multiple=True, metavar="ENDPOINT JSON",
+    "--example",
+    "examples",
+    type=(str, str),
+    multiple=True,
+    metavar="ENDPOINT JSON",
     help="Record another example: the endpoint called with this JSON `data` value, as a request would. Repeatable.",
 )
-@click.option("--python-package", "python_packages", multiple=True, metavar="SPEC", help="Add or override a requirement (pip syntax). Repeatable.")
-@click.option("--requirements", "requirements_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Lock this file instead of the observed requirements.")
-@click.option("--python-version", metavar="X.Y", help="Python to lock for; must be the kernel's.  [default: the kernel's]")
-@click.option("--index-url", metavar="URL", help="Package index to lock against (passed to the resolver and written into the lock).")
+@click.option(
+    "--python-package",
+    "python_packages",
+    multiple=True,
+    metavar="SPEC",
+    help="Add or override a requirement (pip syntax). Repeatable.",
+)
+@click.option(
+    "--requirements",
+    "requirements_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Lock this file instead of the observed requirements.",
+)
+@click.option(
+    "--python-version", metavar="X.Y", help="Python to lock for; must be the kernel's.  [default: the kernel's]"
+)
+@click.option(
+    "--index-url",
+    metavar="URL",
+    help="Package index to lock against (passed to the resolver and written into the lock).",
+)
 @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Another index. Repeatable.")
 @click.option(
-    "--resolver", type=click.Choice(list(RESOLVERS)), default=DEFAULT_RESOLVER, show_default=True,
+    "--resolver",
+    type=click.Choice(list(RESOLVERS)),
+    default=DEFAULT_RESOLVER,
+    show_default=True,
     help="Resolver that locks: uv (for any Python) or pip-compile (for the Python nb2svc runs under only).",
 )
 @click.option("--offline", is_flag=True, help="No resolver: pin the installed closure, without hashes.")
@@ -72,7 +102,11 @@ def build_command(
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
     progress = _Progress()
     options = LockOptions(
-        index_url=index_url, extra_index_urls=extra_index_urls, python_version=python_version, resolver=resolver, offline=offline
+        index_url=index_url,
+        extra_index_urls=extra_index_urls,
+        python_version=python_version,
+        resolver=resolver,
+        offline=offline,
     )
     with _reporting_errors(as_json, progress):
         result = build(
@@ -175,14 +209,25 @@ def _setting_options(command: Callable[..., None]) -> Callable[..., None]:
             )
         else:
             option = click.option(
-                f"--{setting.flag}", setting.field, multiple=setting.repeatable, help=help_text,
-                type=_SettingText(setting), metavar=setting.field.upper(), allow_from_autoenv=False,
+                f"--{setting.flag}",
+                setting.field,
+                multiple=setting.repeatable,
+                help=help_text,
+                type=_SettingText(setting),
+                metavar=setting.field.upper(),
+                allow_from_autoenv=False,
             )
         command = option(command)
     return command
 
 
-class _SettingText(click.ParamType):
+if TYPE_CHECKING:  # generic from click 8.4 on; nb2svc supports click 8.1, whose ParamType is not subscriptable
+    _TextParamType = click.ParamType[str]
+else:
+    _TextParamType = click.ParamType
+
+
+class _SettingText(_TextParamType):
     """A flag's text, checked with the runtime's own parser (the runtime parses the same text again)."""
 
     name = "text"
@@ -203,7 +248,13 @@ class _SettingText(click.ParamType):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
-@click.option("--graceful-timeout", default=30, show_default=True, type=click.IntRange(min=0), help="Seconds in-flight requests get after SIGTERM.")
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds in-flight requests get after SIGTERM.",
+)
 @_setting_options
 def serve_command(service_dir: Path, host: str, port: int, workers: int, graceful_timeout: int, **given: Any) -> None:
     """Serve SERVICE_DIR (a directory written by `nb2svc build`) with uvicorn.
@@ -233,7 +284,9 @@ class _Progress:
         if progress.seconds is None:
             text = progress.cell.first_line
             text = text if len(text) <= 60 else text[:57] + "..."
-            click.echo(f"  [{progress.position}/{progress.total}] cell {progress.cell.number}: {text}", nl=False, err=True)
+            click.echo(
+                f"  [{progress.position}/{progress.total}] cell {progress.cell.number}: {text}", nl=False, err=True
+            )
             self.open_line = True
         else:
             click.echo(f"  ({progress.seconds:.2f}s)", err=True)
@@ -258,14 +311,23 @@ def _reporting_errors(as_json: bool, progress: _Progress | None) -> Iterator[Non
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # a usage error found late (an --example that is not JSON)
         if as_json:
-            click.echo(json.dumps({"ok": False, "error": {"type": "usage", "exit_code": exc.exit_code, "message": exc.format_message()}}))
+            click.echo(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "error": {"type": "usage", "exit_code": exc.exit_code, "message": exc.format_message()},
+                    }
+                )
+            )
         raise
     except Exception as exc:  # a bug of nb2svc's: keep the traceback, and the promise of one JSON object
         if progress is not None:
             progress.end_line()
         if as_json:
             message = f"internal error {type(exc).__name__}: {exc}"
-            click.echo(json.dumps({"ok": False, "error": {"type": "internal_error", "exit_code": 1, "message": message}}))
+            click.echo(
+                json.dumps({"ok": False, "error": {"type": "internal_error", "exit_code": 1, "message": message}})
+            )
         raise
 
 

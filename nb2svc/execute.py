@@ -190,9 +190,7 @@ def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: I
             kernel=name,
         ) from exc
     except (RuntimeError, TimeoutError) as exc:
-        raise KernelFailed(
-            f"the Jupyter kernel {name!r} did not start: {exc}{_tail(stderr)}", kernel=name
-        ) from exc
+        raise KernelFailed(f"the Jupyter kernel {name!r} did not start: {exc}{_tail(stderr)}", kernel=name) from exc
 
 
 def _run_cells(
@@ -205,7 +203,7 @@ def _run_cells(
     after_predict_cell: Callable[[], None],
 ) -> Iterator[CellTiming]:
     total = len(spec.cells_to_run)
-    for index, (cell, node) in enumerate(zip(spec.cells_to_run, client.nb.cells)):
+    for index, (cell, node) in enumerate(zip(spec.cells_to_run, client.nb.cells, strict=False)):
         on_cell(CellProgress(cell=cell, position=index + 1, total=total))
         started = time.perf_counter()
         try:

@@ -66,7 +66,7 @@ def _requirement_names() -> Any:
     try:
         from packaging.requirements import Requirement
     except ImportError:
-        return lambda specs: [re.split(r"[^A-Za-z0-9._-]", spec, 1)[0] for spec in specs if ";" not in spec]
+        return lambda specs: [re.split(r"[^A-Za-z0-9._-]", spec, maxsplit=1)[0] for spec in specs if ";" not in spec]
 
     def applicable(specs: list[str]) -> list[str]:
         parsed = [Requirement(spec) for spec in specs]
@@ -82,8 +82,11 @@ def _canonical(name: str) -> str:
 def _observe(request: dict[str, Any]) -> None:
     providers = importlib.metadata.packages_distributions()
     sys.path.append(request["runtime_path"])
-    from nb2svc_runtime import endpoint as runtime_endpoint  # what the service calls its endpoints with
-    from nb2svc_runtime import invoke, manifest
+    from nb2svc_runtime import (
+        endpoint as runtime_endpoint,  # what the service calls its endpoints with
+        invoke,
+        manifest,
+    )
 
     _import_the_services_own_needs()
     report = {}
@@ -98,7 +101,9 @@ def _observe(request: dict[str, Any]) -> None:
         loaded = top_level(set(sys.modules) - before)
         before = set(sys.modules)
         frame = endpoint.get("recorded_frame")
-        invoker = runtime_endpoint.invoker_for(function, manifest.parse(manifest.RecordedFrame, frame) if frame else None)
+        invoker = runtime_endpoint.invoker_for(
+            function, manifest.parse(manifest.RecordedFrame, frame) if frame else None
+        )
         for data in endpoint["examples"]:
             try:
                 invoke.answer(invoker, data)
@@ -152,8 +157,11 @@ def _imported_by_code(function: Any) -> set[str]:
             pending += [member for member in vars(obj).values() if inspect.isfunction(member)]
         elif inspect.isfunction(obj):
             names |= _imports_in(obj.__code__)
-            pending += [obj.__globals__[name] for name in obj.__code__.co_names if name in obj.__globals__
-                        and _defined_in_notebook(obj.__globals__[name])]
+            pending += [
+                obj.__globals__[name]
+                for name in obj.__code__.co_names
+                if name in obj.__globals__ and _defined_in_notebook(obj.__globals__[name])
+            ]
         elif _defined_in_notebook(type(obj)):  # an instance of a notebook class
             pending.append(type(obj))
     return {name for name in names if name and _installed(name)}

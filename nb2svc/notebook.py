@@ -82,9 +82,11 @@ def _parse(path: Path, raw: bytes) -> nbformat.NotebookNode:
 
 def _parse_and_validate(path: Path, raw: bytes) -> nbformat.NotebookNode:
     try:
-        node = nbformat.reads(raw.decode("utf-8"), as_version=4)
+        node: nbformat.NotebookNode = nbformat.reads(raw.decode("utf-8"), as_version=4)
     except UnicodeDecodeError as exc:
-        raise NotebookInvalid(f"{path} is not a Jupyter notebook: it is not UTF-8 text ({exc.reason}).", path=str(path)) from exc
+        raise NotebookInvalid(
+            f"{path} is not a Jupyter notebook: it is not UTF-8 text ({exc.reason}).", path=str(path)
+        ) from exc
     except Exception as exc:  # nbformat raises several unrelated types for unreadable input
         raise NotebookInvalid(
             f"{path} is not a Jupyter notebook: {_first_line(str(exc))}. "

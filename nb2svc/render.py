@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import shutil
-import string
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -16,17 +14,17 @@ from nb2svc import __version__
 from nb2svc.capture import Capture
 from nb2svc.errors import OutputExists
 from nb2svc.execute import CellTiming
-from nb2svc.notebook import NotebookSpec
 from nb2svc.locking import Lock
+from nb2svc.notebook import NotebookSpec
 from nb2svc.runtime.manifest import (
     FILENAME,
     CellTime,
-    EndpointDescription,
     Manifest,
     NotebookDescription,
     PythonDescription,
     RequirementEntry,
 )
+from nb2svc.targets import write_targets
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -94,10 +92,7 @@ def render_service(
     (staging / FILENAME).write_text(manifest.to_json(), encoding="utf-8")
     (staging / "requirements.in").write_text(lock.requirements_in, encoding="utf-8")
     (staging / "requirements.txt").write_text(lock.requirements_txt, encoding="utf-8")
-    (staging / "app.py").write_text(_template("app.py"), encoding="utf-8")
-    (staging / ".dockerignore").write_text(_template("dockerignore"), encoding="utf-8")
-    (staging / "Dockerfile").write_text(_fill("Dockerfile", manifest), encoding="utf-8")
-    (staging / "README.md").write_text(_fill("README.md", manifest), encoding="utf-8")
+    write_targets(staging, manifest)
     return manifest
 
 
@@ -134,42 +129,3 @@ def _version(capture: Capture) -> str:
 
 def service_name(notebook: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in notebook.stem).strip("-") or "service"
-
-
-def _template(name: str) -> str:
-    return (PACKAGE / "templates" / name).read_text(encoding="utf-8")
-
-
-def _fill(name: str, manifest: Manifest) -> str:
-    python_version = manifest.python.version
-    lock = manifest.lock
-    install = "pip install --require-hashes -r requirements.txt" if lock.hashes else "pip install -r requirements.txt"
-    return string.Template(_template(name)).substitute(
-        install=install,
-        install_docker=install.replace("pip install", "pip install --no-cache-dir"),
-        lock_note=(
-            f"locked with {lock.tool}, every package pinned and hashed"
-            if lock.hashes
-            else f"OFFLINE lock ({lock.tool}): pinned from the installed metadata, without hashes"
-        ),
-        name=manifest.name,
-        nb2svc_version=manifest.nb2svc_version,
-        notebook=manifest.notebook.file,
-        notebook_sha256=manifest.notebook.sha256,
-        built_at=manifest.built_at,
-        python_version=python_version,
-        python_minor=manifest.python.minor,
-        cloudpickle_version=manifest.cloudpickle_version,
-        endpoints="".join(_endpoint_section(e) for e in manifest.endpoints),
-    )
-
-
-def _endpoint_section(endpoint: EndpointDescription) -> str:
-    examples = endpoint.examples
-    body = json.dumps(examples[0].request).replace("'", "'\\''") if examples else '{"data": ...}'
-    answer = f"    # {json.dumps(examples[0].response)}\n" if examples else ""
-    return (
-        f"### `{endpoint.name}{endpoint.signature}`\n\n"
-        f"    curl -s -X POST localhost:8000{endpoint.route} -H 'Content-Type: application/json' -d '{body}'\n"
-        f"{answer}\n"
-    )

@@ -12,7 +12,8 @@ from nb2svc.capture import Capture, Distribution
 from nb2svc.errors import UsageError
 from nb2svc.runtime.manifest import RequirementEntry, RequirementReason
 
-# What nb2svc_runtime imports besides cloudpickle and the standard library (pinned to the version that serialized the artifacts).
+# What nb2svc_runtime imports besides cloudpickle and the standard library
+# (cloudpickle is pinned to the version that serialized the artifacts).
 RUNTIME_DISTRIBUTIONS = ("starlette", "uvicorn", "fastjsonschema", "prometheus-client")
 # Never a requirement of the service: the builder itself.
 BUILDER = "nb2svc"

@@ -54,6 +54,11 @@ def serve(
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda number, frame: None)
     uvicorn.run(
-        "app:app", app_dir=str(service_dir), host=host, port=port, workers=workers,
-        timeout_graceful_shutdown=graceful_timeout, access_log=False,  # the service logs each request as JSON
+        "app:app",
+        app_dir=str(service_dir),
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=False,  # the service logs each request as JSON
     )

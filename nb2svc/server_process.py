@@ -51,7 +51,9 @@ def running_server(
     seconds. On exit the whole process group gets SIGTERM, then SIGKILL after 10 s.
     """
     with tempfile.TemporaryFile(mode="w+") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
         try:
             _wait_until_answering(server, ready_path, timeout)

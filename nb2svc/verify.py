@@ -20,8 +20,8 @@ from typing import Any
 from nb2svc.errors import ServiceDidNotStart, ServiceDirInvalid, VerifyEnvironmentFailed, VerifyMismatch
 from nb2svc.runtime.compare import compare
 from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
-from nb2svc.server_process import free_port, running_server
 from nb2svc.serve import check_service_dir
+from nb2svc.server_process import free_port, running_server
 
 START_TIMEOUT = 120.0
 
@@ -172,7 +172,9 @@ def _require_ready(base_url: str) -> None:
     reason = error.get("message", "no reason given")
     if error.get("kind") == "example_mismatch":
         raise VerifyMismatch(f"the service installed from the lock is not ready: {reason}", reason=reason)
-    raise ServiceDidNotStart(f"the service installed from the lock is not ready: {reason}", reason=reason, kind=error.get("kind"))
+    raise ServiceDidNotStart(
+        f"the service installed from the lock is not ready: {reason}", reason=reason, kind=error.get("kind")
+    )
 
 
 def _replay(base_url: str, manifest: Manifest, on_check: OnCheck) -> Iterator[ExampleCheck]:

@@ -8,8 +8,9 @@ import inspect
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 
@@ -46,7 +47,9 @@ def kernel_processes() -> list[str]:
     return [line for line in lines if "ipykernel" in line]
 
 
-def describe(name: str, function: Callable[..., Any], payload: bytes, examples: tuple[Example, ...] = ()) -> EndpointDescription:
+def describe(
+    name: str, function: Callable[..., Any], payload: bytes, examples: tuple[Example, ...] = ()
+) -> EndpointDescription:
     """The manifest's description of ``function``, as a build would write it."""
     signature = read_signature(function)
     written = inspect.signature(function).parameters
@@ -60,7 +63,8 @@ def describe(name: str, function: Callable[..., Any], payload: bytes, examples: 
         doc=inspect.getdoc(function),
         is_async=inspect.iscoroutinefunction(function),
         parameters=tuple(
-            ParameterDescription(p.name, written[p.name].kind.name.lower(), p.schema, p.required) for p in signature.parameters
+            ParameterDescription(p.name, written[p.name].kind.name.lower(), p.schema, p.required)
+            for p in signature.parameters
         ),
         returns=signature.returns,
         dataframe=signature.dataframe,
@@ -106,7 +110,8 @@ def _by_value(function: Callable[..., Any]) -> bytes:
     module = sys.modules[function.__module__]
     cloudpickle.register_pickle_by_value(module)
     try:
-        return cloudpickle.dumps(function)
+        payload: bytes = cloudpickle.dumps(function)
+        return payload
     finally:
         cloudpickle.unregister_pickle_by_value(module)
 

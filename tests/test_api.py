@@ -15,6 +15,8 @@ from nb2svc.runtime.app import create_app
 
 from helpers import FIXTURES
 
+pytestmark = pytest.mark.network  # the typed_api service is built, and locked against the package index
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -70,10 +72,14 @@ def test_bad_rows_do_not_fail_the_others(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["data"] == [[1, 12.4], [2, None], [3, None]]
-    assert body["errors"][0] == [2, {
-        "type": "validation_error", "parameter": "a",
-        "message": "parameter 'a' must be integer; received \"x\" (string)",
-    }]
+    assert body["errors"][0] == [
+        2,
+        {
+            "type": "validation_error",
+            "parameter": "a",
+            "message": "parameter 'a' must be integer; received \"x\" (string)",
+        },
+    ]
     assert body["errors"][1][0] == 3 and "3 values given" in body["errors"][1][1]["message"]
 
 
@@ -81,7 +87,9 @@ def test_dataframe_batch_is_one_call_with_the_notebooks_dtypes(client: TestClien
     response = call(client, "score", [["a", {"rooms": 1, "area": 30}], ["b", {"rooms": 3, "area": 1}]])
     assert response.json() == {"data": [["a", 40.0], ["b", 31.0]]}
     # area came as integers; the notebook passed floats, so the table is built with float64
-    assert call(client, "dtypes_of", [{"rooms": 1, "area": 30}]).json() == {"data": {"rooms": "int64", "area": "float64"}}
+    assert call(client, "dtypes_of", [{"rooms": 1, "area": 30}]).json() == {
+        "data": {"rooms": "int64", "area": "float64"}
+    }
 
 
 @pytest.mark.parametrize(
@@ -97,7 +105,9 @@ def test_dataframe_batch_is_one_call_with_the_notebooks_dtypes(client: TestClien
         ("add", {"b": 1}, "parameter 'a' is required and was not given"),
     ],
 )
-def test_a_value_of_the_wrong_type_is_422_naming_the_parameter(client: TestClient, name: str, data: Any, message: str) -> None:
+def test_a_value_of_the_wrong_type_is_422_naming_the_parameter(
+    client: TestClient, name: str, data: Any, message: str
+) -> None:
     response = call(client, name, data)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -151,7 +161,7 @@ def test_docs_page_needs_no_network(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "http://" not in page.text and "https://" not in page.text
-    assert "fetch(base + \"/openapi.json\"" in page.text
+    assert 'fetch(base + "/openapi.json"' in page.text
 
 
 def test_info_and_model_version_header(client: TestClient, service: Path) -> None:
@@ -162,6 +172,7 @@ def test_info_and_model_version_header(client: TestClient, service: Path) -> Non
     assert body["notebook"] == manifest["notebook"]
     assert body["artifact"]["sha256"] == manifest["endpoints"][0]["sha256"]
     assert body["packages"]["pandas"] == manifest["lock"]["pins"]["pandas"]
+    assert not {"cloudpickle", "starlette", "uvicorn", "fastjsonschema"} & set(body["packages"])  # the runtime's
     assert body["python"]["version"] == manifest["python"]["version"]
     for response in (client.get("/health"), call(client, "add", "x"), client.get("/nope")):
         assert response.headers["x-model-version"] == manifest["version"]
@@ -177,16 +188,24 @@ def test_versioned_route(client: TestClient, service: Path) -> None:
 def test_open_inference_protocol_by_hand(client: TestClient) -> None:
     assert client.get("/v2/health/live").json() == {"live": True}
     metadata = client.get("/v2/models/add").json()
-    assert metadata["inputs"] == [{"name": "a", "datatype": "INT64", "shape": [-1]}, {"name": "b", "datatype": "FP64", "shape": [-1]}]
-    body = {"id": "r1", "inputs": [
-        {"name": "a", "shape": [2], "datatype": "INT64", "data": [1, 2]},
-        {"name": "b", "shape": [2], "datatype": "FP64", "data": [0.5, 0.25]},
-    ]}
+    assert metadata["inputs"] == [
+        {"name": "a", "datatype": "INT64", "shape": [-1]},
+        {"name": "b", "datatype": "FP64", "shape": [-1]},
+    ]
+    body = {
+        "id": "r1",
+        "inputs": [
+            {"name": "a", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+            {"name": "b", "shape": [2], "datatype": "FP64", "data": [0.5, 0.25]},
+        ],
+    }
     answer = client.post("/v2/models/add/infer", json=body).json()
     assert answer["id"] == "r1"
     assert answer["outputs"] == [{"name": "output", "datatype": "FP64", "shape": [2], "data": [1.5, 2.25]}]
     # a one-object parameter takes each row's object itself (a BYTES tensor of JSON)
     point = {"inputs": [{"name": "point", "shape": [1], "datatype": "BYTES", "data": ['{"x": 3, "y": 4}']}]}
     assert client.post("/v2/models/norm/infer", json=point).json()["outputs"][0]["data"] == [5.0]
-    bad = client.post("/v2/models/add/infer", json={"inputs": [{"name": "z", "shape": [1], "datatype": "FP64", "data": [1]}]})
+    bad = client.post(
+        "/v2/models/add/infer", json={"inputs": [{"name": "z", "shape": [1], "datatype": "FP64", "data": [1]}]}
+    )
     assert bad.status_code == 400 and "input 'z' is not a parameter of add" in bad.json()["error"]

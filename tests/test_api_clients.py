@@ -37,18 +37,29 @@ def test_docs_page_sends_a_request_from_the_browser(base_url: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
         pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them")
     options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='nb2svc-chromium-')}")
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
         driver.get(f"{base_url}/docs")
-        WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes"
+        )
         assert "typed_api" in driver.find_element(By.ID, "title").text
         section = driver.find_element(By.ID, "endpoint-add")
         assert '{"data": [a, b]} by position' in section.text
@@ -85,13 +96,16 @@ def test_tritonclient_calls_the_open_inference_protocol_routes(base_url: str) ->
 
         # A DataFrame endpoint: its tensors are the table's columns, as the notebook's own calls named them.
         assert [(i["name"], i["datatype"]) for i in client.get_model_metadata("score")["inputs"]] == [
-            ("rooms", "INT64"), ("area", "FP64")
+            ("rooms", "INT64"),
+            ("area", "FP64"),
         ]
         rooms = triton.InferInput("rooms", [2], "INT64")
         rooms.set_data_from_numpy(np.array([1, 2], dtype=np.int64), binary_data=False)
         area = triton.InferInput("area", [2], "FP64")
         area.set_data_from_numpy(np.array([30.0, 45.5]), binary_data=False)
-        scored = client.infer("score", [rooms, area], outputs=[triton.InferRequestedOutput("output", binary_data=False)])
+        scored = client.infer(
+            "score", [rooms, area], outputs=[triton.InferRequestedOutput("output", binary_data=False)]
+        )
         assert scored.as_numpy("output").tolist() == [40.0, 65.5]
     finally:
         client.close()

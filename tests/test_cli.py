@@ -10,7 +10,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from starlette.testclient import TestClient
 
 from nb2svc import __version__
@@ -23,27 +23,37 @@ from helpers import FIXTURES, kernel_processes
 LR = FIXTURES / "linear_regression.ipynb"
 
 
-def run(*args: str) -> object:
+def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
     output = tmp_path_factory.mktemp("build") / "lr_service"
     result = run("build", str(LR), "-o", str(output), "--json")
     assert result.exit_code == 0, result.output
     return output, result
 
 
-def test_build_writes_the_service_directory(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_build_writes_the_service_directory(built: tuple[Path, Result]) -> None:
     output, _ = built
     names = {p.name for p in output.iterdir()}
-    assert {"app.py", "nb2svc_runtime", "artifacts", "manifest.json", "requirements.txt", "README.md", "Dockerfile"} <= names
+    assert {
+        "app.py",
+        "nb2svc_runtime",
+        "artifacts",
+        "manifest.json",
+        "requirements.txt",
+        "README.md",
+        "Dockerfile",
+    } <= names
     assert (output / "nb2svc_runtime" / "app.py").is_file()
     assert not list(output.rglob("__pycache__"))
 
 
-def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, Result]) -> None:
     output, _ = built
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["manifest_format"] == MANIFEST_FORMAT
@@ -61,19 +71,26 @@ def test_manifest_describes_endpoint_artifact_and_build(built: tuple[Path, objec
     assert [cell["cell"] for cell in manifest["cells"]] == [2, 3, 4, 6, 7]
 
 
-def test_requirements_in_pins_what_the_notebook_imported_with_reasons(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_requirements_in_pins_what_the_notebook_imported_with_reasons(built: tuple[Path, Result]) -> None:
     output, _ = built
-    specs = [line for line in (output / "requirements.in").read_text().splitlines() if line and not line.startswith(("#", " "))]
+    specs = [
+        line
+        for line in (output / "requirements.in").read_text().splitlines()
+        if line and not line.startswith(("#", " "))
+    ]
     for name in ("scikit-learn", "numpy", "scipy", "cloudpickle", "starlette", "uvicorn"):
         assert f"{name}=={version(name)}" in specs
     assert "matplotlib" not in (output / "requirements.in").read_text()  # imported only by a `skip` cell
     assert not {"ipykernel", "ipython", "jupyter-client", "pyzmq", "tornado"} & {s.split("==")[0] for s in specs}
-    assert "    # imported by the notebook (sklearn)\n    # loading my_lr_deployement (sklearn)" in (
-        output / "requirements.in"
-    ).read_text()
+    assert (
+        "    # imported by the notebook (sklearn)\n    # loading my_lr_deployement (sklearn)"
+        in (output / "requirements.in").read_text()
+    )
 
 
-def test_requirements_txt_is_the_full_hashed_lock(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_requirements_txt_is_the_full_hashed_lock(built: tuple[Path, Result]) -> None:
     output, _ = built
     lock = (output / "requirements.txt").read_text()
     manifest = json.loads((output / "manifest.json").read_text())
@@ -81,12 +98,15 @@ def test_requirements_txt_is_the_full_hashed_lock(built: tuple[Path, object]) ->
     assert pins["scikit-learn"] == version("scikit-learn")
     assert {"anyio", "h11", "click"} <= set(pins)  # the closure of starlette and uvicorn, never named in the notebook
     for name, pinned in pins.items():
-        assert re.search(rf"^{re.escape(name)}=={re.escape(pinned)} \\\n    --hash=sha256:[0-9a-f]{{64}}", lock, re.M | re.I)
+        assert re.search(
+            rf"^{re.escape(name)}=={re.escape(pinned)} \\\n    --hash=sha256:[0-9a-f]{{64}}", lock, re.M | re.I
+        )
     assert manifest["lock"]["hashes"] is True
     assert manifest["python"]["minor"] == f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def test_json_output_is_one_object(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_json_output_is_one_object(built: tuple[Path, Result]) -> None:
     output, result = built
     report = json.loads(result.stdout)
     assert report["ok"] is True
@@ -103,7 +123,8 @@ def test_json_output_is_one_object(built: tuple[Path, object]) -> None:
     assert report["lock"]["pins"] == report["manifest"]["lock"]["pins"]
 
 
-def test_the_notebooks_own_call_is_recorded_as_an_example(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_the_notebooks_own_call_is_recorded_as_an_example(built: tuple[Path, Result]) -> None:
     output, _ = built
     [endpoint] = json.loads((output / "manifest.json").read_text())["endpoints"]
     [example] = endpoint["examples"]
@@ -112,14 +133,16 @@ def test_the_notebooks_own_call_is_recorded_as_an_example(built: tuple[Path, obj
     assert round(example["response"]["data"], 2) == 12.41
 
 
-def test_progress_per_cell_on_stderr(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_progress_per_cell_on_stderr(built: tuple[Path, Result]) -> None:
     _, result = built
     assert "[1/5] cell 2: import numpy as np" in result.stderr
     assert "[4/5] cell 6: def my_lr_deployement(input_x):" in result.stderr
     assert "matplotlib" not in result.stderr
 
 
-def test_built_service_answers_the_modelbit_envelope(built: tuple[Path, object]) -> None:
+@pytest.mark.network  # the build locks against the package index
+def test_built_service_answers_the_modelbit_envelope(built: tuple[Path, Result]) -> None:
     output, _ = built
     with TestClient(create_app(output)) as client:
         batch = client.post("/v1/my_lr_deployement/latest", json={"data": [[1, 3], [2, 5], [3, 9]]}).json()
@@ -132,11 +155,28 @@ def test_built_service_answers_the_modelbit_envelope(built: tuple[Path, object])
     [
         ("not_a_notebook.ipynb", [], 3, "is not a Jupyter notebook"),
         ("no_endpoint.ipynb", [], 4, "tag 'predict'"),
-        ("cell_error.ipynb", [], 5, "cell 2 of cell_error.ipynb raised ZeroDivisionError: division by zero\n  the cell starts with: ratio = 1 / 0"),
+        (
+            "cell_error.ipynb",
+            [],
+            5,
+            "cell 2 of cell_error.ipynb raised ZeroDivisionError: division by zero\n"
+            "  the cell starts with: ratio = 1 / 0",
+        ),
         ("sys_exit.ipynb", [], 5, "cell 1 of sys_exit.ipynb raised SystemExit: 0"),
         ("kernel_dies.ipynb", [], 6, "the kernel 'python3' died while running cell 1"),
-        ("slow_cell.ipynb", ["--timeout", "1"], 6, "cell 1 of slow_cell.ipynb (`import time`) was still running after 1 s"),
-        ("unpicklable.ipynb", [], 7, "endpoint 'predict' (cell 2 of unpicklable.ipynb) cannot be serialized: it references 'guard', a _thread.lock"),
+        (
+            "slow_cell.ipynb",
+            ["--timeout", "1"],
+            6,
+            "cell 1 of slow_cell.ipynb (`import time`) was still running after 1 s",
+        ),
+        (
+            "unpicklable.ipynb",
+            [],
+            7,
+            "endpoint 'predict' (cell 2 of unpicklable.ipynb) cannot be serialized: "
+            "it references 'guard', a _thread.lock",
+        ),
         ("linear_regression.ipynb", ["--kernel", "no-such-kernel"], 6, "no Jupyter kernel named 'no-such-kernel'"),
     ],
 )
@@ -165,7 +205,9 @@ def test_internal_error_still_prints_one_json_object(tmp_path: Path, monkeypatch
     result = CliRunner().invoke(cli, ["build", str(LR), "-o", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"] == {
-        "type": "internal_error", "exit_code": 1, "message": "internal error RuntimeError: boom"
+        "type": "internal_error",
+        "exit_code": 1,
+        "message": "internal error RuntimeError: boom",
     }
 
 
@@ -179,6 +221,7 @@ def test_json_failure_report(tmp_path: Path) -> None:
     assert report["error"]["variable_type"] == "_thread.lock"
 
 
+@pytest.mark.network  # the build locks against the package index
 def test_existing_output_is_refused_untouched_then_replaced_with_force(tmp_path: Path) -> None:
     output = tmp_path / "service"
     output.mkdir()

@@ -49,7 +49,8 @@ def lr_service(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     output = tmp_path_factory.mktemp("build") / "lr_service"
     done = subprocess.run(
         [str(installed / "nb2svc"), "build", str(FIXTURES / "linear_regression.ipynb"), "-o", str(output)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     return output
@@ -57,8 +58,15 @@ def lr_service(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_wheel_carries_the_runtime_and_templates(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("nb2svc/runtime/app.py", "nb2svc/runtime/envelope.py", "nb2svc/templates/app.py",
-                     "nb2svc/templates/README.md", "nb2svc/templates/Dockerfile", "nb2svc/kernel_side/capture.py", "nb2svc/in_fresh_python.py"):
+    for required in (
+        "nb2svc/runtime/app.py",
+        "nb2svc/runtime/envelope.py",
+        "nb2svc/templates/app.py",
+        "nb2svc/templates/README.md",
+        "nb2svc/templates/Dockerfile",
+        "nb2svc/kernel_side/capture.py",
+        "nb2svc/in_fresh_python.py",
+    ):
         assert required in names
 
 
@@ -85,9 +93,20 @@ def test_service_directory_runs_with_uvicorn_where_nb2svc_is_not_installed(
     lr_service: Path, tmp_path: Path, unused_tcp_port: int
 ) -> None:
     bin_dir = make_venv(tmp_path / "venv", requirements=lr_service / "requirements.txt")
-    absent = subprocess.run([str(bin_dir / "python"), "-c", "import nb2svc"], cwd=lr_service, capture_output=True, text=True)
+    absent = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import nb2svc"], cwd=lr_service, capture_output=True, text=True
+    )
     assert "No module named 'nb2svc'" in absent.stderr
-    command = [str(bin_dir / "python"), "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(unused_tcp_port)]
+    command = [
+        str(bin_dir / "python"),
+        "-m",
+        "uvicorn",
+        "app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(unused_tcp_port),
+    ]
     with running_server(command, unused_tcp_port, cwd=lr_service) as server:
         base = server.url
         response = httpx.post(f"{base}/v1/my_lr_deployement/latest", json={"data": [["a", 9]]})
@@ -99,7 +118,8 @@ def test_service_directory_runs_with_uvicorn_where_nb2svc_is_not_installed(
 def test_failed_build_in_a_subprocess_exits_with_its_code(installed: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [str(installed / "nb2svc"), "build", str(FIXTURES / "cell_error.ipynb"), "-o", str(tmp_path / "out"), "--json"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 5
     assert json.loads(done.stdout)["error"]["cell"] == 2

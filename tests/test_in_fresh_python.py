@@ -14,7 +14,10 @@ from nb2svc.render import copy_runtime
 def test_loading_an_artifact_names_what_its_code_needs_and_not_cloudpickle(tmp_path: Path) -> None:
     copy_runtime(tmp_path)
     notebook: dict[str, object] = {"__name__": "a_notebook"}  # no such module: cloudpickle pickles it by value
-    exec("from packaging.version import Version\n\ndef newest(versions):\n    return str(max(map(Version, versions)))", notebook)
+    exec(
+        "from packaging.version import Version\n\ndef newest(versions):\n    return str(max(map(Version, versions)))",
+        notebook,
+    )
     artifact = tmp_path / "artifacts" / "newest.pkl"
     artifact.parent.mkdir()
     artifact.write_bytes(cloudpickle.dumps(notebook["newest"]))

@@ -78,8 +78,13 @@ def test_the_kernel_side_code_is_sent_once_then_each_call_is_one_short_line(buil
     install, *calls = ours
     assert built.sent[0] == install  # before the notebook's first cell
     assert all(f"def {name}(" in install for name in ("install", "reply", "record_calls", "capture", "distributions"))
-    called = [re.fullmatch(r"__import__\('sys'\)\.modules\['_nb2svc\.kernel_side\.reply'\]\.reply\('([\w.]+)', '(\w+)', ('.*')\)", c) for c in calls]
-    assert [match.groups()[:2] if match else c for match, c in zip(called, calls)] == [
+    called = [
+        re.fullmatch(
+            r"__import__\('sys'\)\.modules\['_nb2svc\.kernel_side\.reply'\]\.reply\('([\w.]+)', '(\w+)', ('.*')\)", c
+        )
+        for c in calls
+    ]
+    assert [match.groups()[:2] if match else c for match, c in zip(called, calls, strict=True)] == [
         ("kernel_side.loaded", "loaded_modules"),
         ("kernel_side.recording", "record_calls"),  # after the predict cell
         ("kernel_side.capture", "capture"),
@@ -87,9 +92,12 @@ def test_the_kernel_side_code_is_sent_once_then_each_call_is_one_short_line(buil
     ]
     arguments = [json.loads(ast.literal_eval(match.group(3))) for match in called if match]
     assert [sorted(a) for a in arguments[1:3]] == [
-        ["names", "service_dir"], ["endpoints", "extra_examples", "modules_at_start", "notebook_dir", "service_dir"]
+        ["names", "service_dir"],
+        ["endpoints", "extra_examples", "modules_at_start", "notebook_dir", "service_dir"],
     ]
-    code = [len(call) - len(match.group(3)) for call, match in zip(calls, called) if match]  # without the JSON data
+    code = [
+        len(call) - len(match.group(3)) for call, match in zip(calls, called, strict=True) if match
+    ]  # without the JSON data
     assert max(code) < 120 and len(install) > 10_000
 
 
@@ -102,7 +110,12 @@ def test_capture_describes_each_endpoint_as_the_manifest_does(built: Built) -> N
     scale = built.capture.endpoints[0]
     assert (scale.name, scale.cell, scale.artifact) == ("scale", 2, "artifacts/scale.pkl")
     assert scale.signature == "(x: int, *, factor: 'float' = 2.0) -> float"
-    assert (scale.doc, scale.is_async, scale.dataframe, scale.returns) == ("x times factor.", False, False, {"type": "number"})
+    assert (scale.doc, scale.is_async, scale.dataframe, scale.returns) == (
+        "x times factor.",
+        False,
+        False,
+        {"type": "number"},
+    )
     assert scale.parameters == (
         ParameterDescription("x", "positional_or_keyword", {"type": "integer"}, True, "int"),
         ParameterDescription("factor", "keyword_only", {"type": "number", "default": 2.0}, False, "float", 2.0),
@@ -118,7 +131,9 @@ def test_a_dataframe_endpoint_keeps_the_columns_and_dtypes_the_notebook_passed(b
     total = built.capture.endpoints[1]
     assert total.dataframe is True
     assert total.recorded_frame == RecordedFrame(("rooms", "area"), {"rooms": "int64", "area": "float64"})
-    assert total.examples == (Example({"data": [{"rooms": 1, "area": 30.0}, {"rooms": 2, "area": 45.5}]}, {"data": 78.5}),)
+    assert total.examples == (
+        Example({"data": [{"rooms": 1, "area": 30.0}, {"rooms": 2, "area": 45.5}]}, {"data": 78.5}),
+    )
 
 
 def test_what_the_notebook_imported_is_seen_in_the_kernel(built: Built) -> None:

@@ -47,7 +47,7 @@ def body(kind: str) -> tuple[str, bytes]:
     return "/v1/slow/latest", b'{"data": 0.8}'
 
 
-async def worker(base: str, deadline: float, tally: Counter, unexpected: list[str]) -> None:
+async def worker(base: str, deadline: float, tally: Counter[tuple[str, int]], unexpected: list[str]) -> None:
     kinds, weights = list(KINDS), [share for share, _ in KINDS.values()]
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         while time.monotonic() < deadline and sum(tally.values()) < MAX_REQUESTS:
@@ -66,11 +66,26 @@ async def worker(base: str, deadline: float, tally: Counter, unexpected: list[st
 def test_load_with_bad_requests_then_sigterm(tmp_path: Path, unused_tcp_port: int) -> None:
     service = tmp_path / "operations"
     nb2svc.build(FIXTURES / "operations.ipynb", service)
-    command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(unused_tcp_port), "--workers", "2",
-               "--max-body-bytes", "65536", "--timeout", "0.5", "--max-concurrent", "16"]
+    command = [
+        sys.executable,
+        "-m",
+        "nb2svc",
+        "serve",
+        str(service),
+        "--port",
+        str(unused_tcp_port),
+        "--workers",
+        "2",
+        "--max-body-bytes",
+        "65536",
+        "--timeout",
+        "0.5",
+        "--max-concurrent",
+        "16",
+    ]
     with running_server(command, unused_tcp_port, ready_path="/ready") as server:
         base = server.url
-        tally: Counter = Counter()
+        tally: Counter[tuple[str, int]] = Counter()
         unexpected: list[str] = []
         started = time.monotonic()
 
@@ -88,8 +103,11 @@ def test_load_with_bad_requests_then_sigterm(tmp_path: Path, unused_tcp_port: in
         assert total > 1000
         assert httpx.get(f"{base}/health").status_code == 200
         metrics = httpx.get(f"{base}/metrics").text
-        answered = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                       if line.startswith("nb2svc_requests_total{") and "/metrics" not in line)
+        answered = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("nb2svc_requests_total{") and "/metrics" not in line
+        )
         assert answered >= total  # both workers' counts, through the shared multiprocess directory
         os.killpg(server.process.pid, signal.SIGTERM)
         assert server.process.wait(timeout=60) == 0, server.output()[-3000:]

@@ -9,7 +9,7 @@ from importlib.metadata import distribution, version
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -24,8 +24,14 @@ from nb2svc.runtime.manifest import RequirementReason
 from helpers import FIXTURES
 
 LR = FIXTURES / "linear_regression.ipynb"
-CAPTURE = Capture(endpoints=(), python_version="3.11.7", python_implementation="cpython", python_executable="python",
-                  cloudpickle_version="3.1.3", notebook_distributions=())
+CAPTURE = Capture(
+    endpoints=(),
+    python_version="3.11.7",
+    python_implementation="cpython",
+    python_executable="python",
+    cloudpickle_version="3.1.3",
+    notebook_distributions=(),
+)
 
 
 def closure(*names: str) -> set[str]:
@@ -44,7 +50,7 @@ def closure(*names: str) -> set[str]:
     return found
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> object:
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)
 
 
@@ -76,18 +82,31 @@ def test_a_rebuild_with_the_same_pins_takes_the_lock_from_the_cache(tmp_path: Pa
     warm = nb2svc.build(LR, tmp_path / "second", lock_options=options)
     assert (cold.lock.cached, warm.lock.cached) == (False, True)
     assert cold.lock.tool == warm.lock.tool == f"uv pip compile {version('uv')}"  # the default resolver
-    assert (tmp_path / "first" / "requirements.txt").read_text() == (tmp_path / "second" / "requirements.txt").read_text()
+    assert (tmp_path / "first" / "requirements.txt").read_text() == (
+        tmp_path / "second" / "requirements.txt"
+    ).read_text()
     assert len(list((tmp_path / "cache").iterdir())) == 1
 
 
 @pytest.mark.network
 def test_python_package_overrides_and_adds(tmp_path: Path) -> None:
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "scikit-learn>=1.0",
-                 "--python-package", "attrs", "--json")
+    result = run(
+        "build",
+        str(LR),
+        "-o",
+        str(tmp_path / "out"),
+        "--python-package",
+        "scikit-learn>=1.0",
+        "--python-package",
+        "attrs",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     requirements = {r["name"]: r for r in json.loads(result.stdout)["requirements"]}
     assert requirements["scikit-learn"] == {
-        "name": "scikit-learn", "spec": "scikit-learn>=1.0", "reasons": [{"source": "user", "text": "--python-package"}]
+        "name": "scikit-learn",
+        "spec": "scikit-learn>=1.0",
+        "reasons": [{"source": "user", "text": "--python-package"}],
     }
     assert requirements["attrs"]["spec"] == "attrs"
     assert "attrs" in json.loads(result.stdout)["lock"]["pins"]
@@ -101,20 +120,30 @@ def test_requirements_file_replaces_what_was_observed(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     specs = {r["spec"]: r["reasons"] for r in json.loads(result.stdout)["requirements"]}
     assert specs.pop("scikit-learn") == [{"source": "user", "text": "--requirements"}]
-    assert {spec.split("==")[0] for spec in specs} == {"cloudpickle", "fastjsonschema", "prometheus-client", "starlette", "uvicorn"}
+    assert {spec.split("==")[0] for spec in specs} == {
+        "cloudpickle",
+        "fastjsonschema",
+        "prometheus-client",
+        "starlette",
+        "uvicorn",
+    }
 
 
 def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) -> None:
     result = run("build", str(LR), "-o", str(tmp_path / "out"), "--offline", "--resolver", "pip-compile")
     assert result.exit_code == 0, result.output
     assert "WITHOUT HASHES (offline: no resolver was run)" in result.stderr
-    assert re.search(r"  scikit-learn==[\d.]+ +imported by the notebook \(sklearn\); loading my_lr_deployement", result.stderr)
+    assert re.search(
+        r"  scikit-learn==[\d.]+ +imported by the notebook \(sklearn\); loading my_lr_deployement", result.stderr
+    )
     lock = (tmp_path / "out" / "requirements.txt").read_text()
     assert "OFFLINE LOCK" in lock and "--hash" not in lock
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["lock"]["hashes"] is False and manifest["lock"]["offline"] is True
     assert manifest["lock"]["tool"] == "installed metadata (offline)"  # --offline wins over --resolver
-    assert closure("scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle") <= set(manifest["lock"]["pins"])
+    assert closure("scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle") <= set(
+        manifest["lock"]["pins"]
+    )
     assert "pip install -r requirements.txt" in (tmp_path / "out" / "README.md").read_text()
 
 
@@ -135,11 +164,14 @@ def test_a_distribution_the_index_does_not_have(tmp_path: Path, resolver: str) -
 @pytest.mark.network
 @pytest.mark.parametrize("resolver", ["uv", "pip-compile"])
 def test_a_conflict_names_the_conflicting_packages(tmp_path: Path, resolver: str) -> None:
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "numpy==1.21.0", "--resolver", resolver)
+    result = run(
+        "build", str(LR), "-o", str(tmp_path / "out"), "--python-package", "numpy==1.21.0", "--resolver", resolver
+    )
     assert result.exit_code == 11, result.output
     assert "cannot be installed together" in result.stderr
     assert "  numpy==1.21.0 (--python-package)\n" in result.stderr
-    # pip-compile names the parent's release ("scikit-learn 1.9.1"), uv the releases it ruled out ("scikit-learn>=1.9.1")
+    # pip-compile names the parent's release ("scikit-learn 1.9.1"),
+    # uv the releases it ruled out ("scikit-learn>=1.9.1")
     assert re.search(r"  numpy[<>=!]=?[\d.]+.* \(required by [a-z-]+(?: |>=)[\d.]+\)", result.stderr)
     assert "Traceback" not in result.stderr and 'File "' not in result.stderr
     assert list(tmp_path.iterdir()) == []
@@ -149,8 +181,17 @@ def test_a_conflict_names_the_conflicting_packages(tmp_path: Path, resolver: str
 def test_an_unreachable_index_suggests_offline(tmp_path: Path, resolver: str) -> None:
     # Only the given index: no pip or uv configuration of this machine's may add another.
     env = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "", "UV_NO_CONFIG": "1"}
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--index-url", "http://127.0.0.1:9/simple",
-                 "--resolver", resolver, env=env)
+    result = run(
+        "build",
+        str(LR),
+        "-o",
+        str(tmp_path / "out"),
+        "--index-url",
+        "http://127.0.0.1:9/simple",
+        "--resolver",
+        resolver,
+        env=env,
+    )
     assert result.exit_code == 12, result.output
     assert "could not reach http://127.0.0.1:9/simple" in result.stderr
     assert "--offline" in result.stderr
@@ -164,7 +205,9 @@ def test_the_resolver_is_chosen_by_option_or_environment(tmp_path: Path) -> None
     uv_lock, pip_compile_lock = (json.loads(result.stdout)["lock"] for result in (default, chosen))
     assert uv_lock["tool"] == f"uv pip compile {version('uv')}"
     assert pip_compile_lock["tool"] == f"pip-compile {version('pip-tools')}"
-    header = f"# Locked by nb2svc with pip-compile {version('pip-tools')} for Python {pip_compile_lock['python_version']}.\n"
+    header = (
+        f"# Locked by nb2svc with pip-compile {version('pip-tools')} for Python {pip_compile_lock['python_version']}.\n"
+    )
     assert (tmp_path / "pip" / "requirements.txt").read_text().startswith(header)
     assert pip_compile_lock["pins"] == uv_lock["pins"]
 
@@ -185,13 +228,25 @@ def test_python_version_other_than_the_kernels_is_refused(tmp_path: Path) -> Non
 
 @pytest.mark.network
 def test_example_option_records_more_examples(tmp_path: Path) -> None:
-    result = run("build", str(FIXTURES / "house_prices.ipynb"), "-o", str(tmp_path / "out"),
-                 "--example", "predict_price", '{"rooms": 4, "area": 100}',
-                 "--example", "predict_price", '[["a", 1, 30], ["b", 5, 130]]')
+    result = run(
+        "build",
+        str(FIXTURES / "house_prices.ipynb"),
+        "-o",
+        str(tmp_path / "out"),
+        "--example",
+        "predict_price",
+        '{"rooms": 4, "area": 100}',
+        "--example",
+        "predict_price",
+        '[["a", 1, 30], ["b", 5, 130]]',
+    )
     assert result.exit_code == 0, result.output
     [endpoint] = json.loads((tmp_path / "out" / "manifest.json").read_text())["endpoints"]
     added = [e for e in endpoint["examples"] if e["source"] == "command line"]
-    assert [e["request"] for e in added] == [{"data": {"rooms": 4, "area": 100}}, {"data": [["a", 1, 30], ["b", 5, 130]]}]
+    assert [e["request"] for e in added] == [
+        {"data": {"rooms": 4, "area": 100}},
+        {"data": [["a", 1, 30], ["b", 5, 130]]},
+    ]
     assert [row[0] for row in added[1]["response"]["data"]] == ["a", "b"]
     assert isinstance(added[0]["response"]["data"], float)
 
@@ -214,7 +269,10 @@ def test_bad_examples(tmp_path: Path, example: list[str], exit_code: int, messag
 def test_the_notebooks_version_of_a_runtime_package_is_a_conflict_not_a_silent_choice() -> None:
     observed = {IMPORTED_BY_THE_NOTEBOOK: (Distribution("starlette", "0.20.0", ("starlette",)),)}
     starlette = [r for r in gather_requirements(CAPTURE, observed) if r.name == "starlette"]
-    assert [r.spec for r in starlette] == ["starlette==0.20.0", f"starlette=={version('starlette')}"]  # the resolver refuses both: exit 11
+    assert [r.spec for r in starlette] == [
+        "starlette==0.20.0",
+        f"starlette=={version('starlette')}",
+    ]  # the resolver refuses both: exit 11
     assert [r.reasons for r in starlette] == [
         (RequirementReason("notebook", "imported by the notebook (starlette)"),),
         (RequirementReason("runtime", "the service runtime"),),

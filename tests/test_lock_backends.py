@@ -1,4 +1,7 @@
-"""The lock backends one by one: each turns its own resolver's failures into nb2svc's errors; uv and pip-compile agree."""
+"""The lock backends one by one.
+
+Each turns its own resolver's failures into nb2svc's errors; uv and pip-compile agree.
+"""
 
 from __future__ import annotations
 
@@ -62,10 +65,13 @@ def assert_explains(kind: str, error: Nb2svcError) -> None:
     elif kind == "not-found":
         assert isinstance(error, PackageNotOnIndex)
         assert message.startswith(
-            "nb2svc-no-such-package==1.0 is not on the package index (imported by the notebook (nb2svc_no_such_package))"
+            "nb2svc-no-such-package==1.0 is not on the package index "
+            "(imported by the notebook (nb2svc_no_such_package))"
         )
         assert all(way_out in message for way_out in ("--python-package", "--extra-index-url", "--offline"))
-        assert error.to_dict()["reasons"] == [{"source": "notebook", "text": "imported by the notebook (nb2svc_no_such_package)"}]
+        assert error.to_dict()["reasons"] == [
+            {"source": "notebook", "text": "imported by the notebook (nb2svc_no_such_package)"}
+        ]
     else:
         assert isinstance(error, IndexUnreachable)
         assert message.startswith("could not reach http://127.0.0.1:9/simple to lock the requirements:\n")
@@ -110,7 +116,9 @@ def test_uv_reads_who_asks_for_what_in_its_explanation() -> None:
 def test_each_backend_turns_its_captured_failures_into_nb2svc_errors(resolver: str, kind: str) -> None:
     requirements, options = FAILURES[kind]
     backend = RESOLVERS[resolver](PYTHON, options)
-    assert_explains(kind, backend.failure(sample(f"{resolver}-{kind}"), format_requirements_in(requirements), requirements))
+    assert_explains(
+        kind, backend.failure(sample(f"{resolver}-{kind}"), format_requirements_in(requirements), requirements)
+    )
 
 
 def test_two_versions_of_one_package_are_each_named_with_their_reason() -> None:
@@ -134,7 +142,9 @@ def test_an_unrecognised_failure_is_shown_in_the_resolvers_own_words() -> None:
 @pytest.mark.network
 @pytest.mark.parametrize("kind", list(FAILURES))
 @pytest.mark.parametrize("resolver", list(RESOLVERS))
-def test_each_backend_recognises_its_resolvers_real_failures(resolver: str, kind: str, only_the_package_index: None) -> None:
+def test_each_backend_recognises_its_resolvers_real_failures(
+    resolver: str, kind: str, only_the_package_index: None
+) -> None:
     requirements, options = FAILURES[kind]
     with pytest.raises(Nb2svcError) as raised:
         RESOLVERS[resolver](PYTHON, options).pin(format_requirements_in(requirements), requirements)
@@ -142,8 +152,11 @@ def test_each_backend_recognises_its_resolvers_real_failures(resolver: str, kind
 
 
 def test_pip_compile_refuses_to_lock_for_another_python() -> None:
-    with pytest.raises(UsageError, match=rf"--resolver pip-compile locks only for the Python it runs under \({PYTHON}\), "
-                                         r"and the service needs Python 3\.9\. Lock with --resolver uv"):
+    with pytest.raises(
+        UsageError,
+        match=rf"--resolver pip-compile locks only for the Python it runs under \({PYTHON}\), "
+        r"and the service needs Python 3\.9\. Lock with --resolver uv",
+    ):
         PipCompileBackend("3.9", LockOptions())
 
 
@@ -157,7 +170,9 @@ def test_uv_locks_for_another_python() -> None:
 def test_offline_wins_over_the_resolver_and_resolvers_are_chosen_by_name() -> None:
     assert isinstance(choose_backend(LockOptions(), PYTHON, sys.executable), UvBackend)
     assert isinstance(choose_backend(LockOptions(resolver="pip-compile"), PYTHON, sys.executable), PipCompileBackend)
-    assert isinstance(choose_backend(LockOptions(resolver="pip-compile", offline=True), "3.9", sys.executable), OfflineBackend)
+    assert isinstance(
+        choose_backend(LockOptions(resolver="pip-compile", offline=True), "3.9", sys.executable), OfflineBackend
+    )
     with pytest.raises(UsageError, match="--resolver 'poetry' is not one of uv, pip-compile"):
         choose_backend(LockOptions(resolver="poetry"), PYTHON, sys.executable)  # type: ignore[arg-type]
 

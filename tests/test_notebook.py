@@ -34,7 +34,10 @@ def test_every_public_top_level_function_of_every_predict_cell(tmp_path: Path) -
     path = write(
         tmp_path,
         ("def helper(x):\n    return x", []),
-        ("%%time\ndef first(x):\n    def inner():\n        pass\n    return x\n\ndef _private(x):\n    return x", ["predict"]),
+        (
+            "%%time\ndef first(x):\n    def inner():\n        pass\n    return x\n\ndef _private(x):\n    return x",
+            ["predict"],
+        ),
         ("import math\nasync def second(x):\n    return x\n!echo hi", ["predict"]),
     )
     assert [e.name for e in read_notebook(path).endpoints] == ["first", "second"]
@@ -70,7 +73,9 @@ def test_predict_and_skip_on_one_cell_is_refused(tmp_path: Path) -> None:
 
 def test_syntax_error_in_predict_cell_names_cell_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, ("x = 1", []), ("def f(x):\n    return x +", ["predict"]))
-    with pytest.raises(NotebookInvalid, match=r"cell 2 of model.ipynb \(tagged 'predict'\) is not valid Python: line 2"):
+    with pytest.raises(
+        NotebookInvalid, match=r"cell 2 of model.ipynb \(tagged 'predict'\) is not valid Python: line 2"
+    ):
         read_notebook(path)
 
 
@@ -82,7 +87,10 @@ def test_not_a_notebook() -> None:
 
 def test_json_that_fails_validation(tmp_path: Path) -> None:
     path = tmp_path / "broken.ipynb"
-    path.write_text('{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [{"cell_type": "code", "id": "a", "metadata": {}}]}')
+    path.write_text(
+        '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, '
+        '"cells": [{"cell_type": "code", "id": "a", "metadata": {}}]}'
+    )
     with pytest.raises(NotebookInvalid, match="is not a valid notebook .*'source' is a required property"):
         read_notebook(path)
 

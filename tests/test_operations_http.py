@@ -29,8 +29,23 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def server(service: Path, unused_tcp_port: int) -> Iterator[ServerProcess]:
-    command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(unused_tcp_port),
-               "--max-body-bytes", "1000", "--max-batch-rows", "5", "--timeout", "1", "--max-concurrent", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "nb2svc",
+        "serve",
+        str(service),
+        "--port",
+        str(unused_tcp_port),
+        "--max-body-bytes",
+        "1000",
+        "--max-batch-rows",
+        "5",
+        "--timeout",
+        "1",
+        "--max-concurrent",
+        "1",
+    ]
     env = {**os.environ, "NB2SVC_API_KEY": "old-key,new-key"}
     with running_server(command, unused_tcp_port, env=env, ready_path="/ready") as server:
         yield server
@@ -62,9 +77,11 @@ def test_statuses_over_http(server: ServerProcess) -> None:
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(server: ServerProcess) -> None:
     base, process = server.url, server.process
     answers: list[httpx.Response] = []
-    call = threading.Thread(target=lambda: answers.append(httpx.post(
-        f"{base}/v1/slow/latest", json={"data": 0.7}, headers={"Authorization": "new-key"}, timeout=10
-    )))
+    call = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(f"{base}/v1/slow/latest", json={"data": 0.7}, headers={"Authorization": "new-key"}, timeout=10)
+        )
+    )
     call.start()
     time.sleep(0.3)
     os.killpg(process.pid, signal.SIGTERM)

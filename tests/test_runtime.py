@@ -8,9 +8,10 @@ import json
 import math
 import pickle
 import re
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 import numpy as np
@@ -54,8 +55,14 @@ async def async_double(x):
 @pytest.fixture
 def client(tmp_path: Path):
     service = make_service(
-        tmp_path, double=double, describe=describe, fails=fails, numpy_result=numpy_result,
-        not_finite=not_finite, unencodable=unencodable, async_double=async_double,
+        tmp_path,
+        double=double,
+        describe=describe,
+        fails=fails,
+        numpy_result=numpy_result,
+        not_finite=not_finite,
+        unencodable=unencodable,
+        async_double=async_double,
     )
     with TestClient(create_app(service)) as client:
         yield client
@@ -139,7 +146,11 @@ def test_exception_in_function_is_500_and_service_goes_on(client: TestClient) ->
     response = post(client, "fails", {"data": 3})
     assert response.status_code == 500
     error = response.json()["error"]
-    assert error == {"type": "ValueError", "message": "fails raised: cannot handle 3", "request_id": error["request_id"]}
+    assert error == {
+        "type": "ValueError",
+        "message": "fails raised: cannot handle 3",
+        "request_id": error["request_id"],
+    }
     assert response.headers["x-request-id"] == error["request_id"]
     assert "Traceback" not in response.text
     assert post(client, "double", {"data": 1}).json() == {"data": 2}
@@ -229,8 +240,13 @@ def test_an_artifact_outside_the_service_is_refused(tmp_path: Path) -> None:
 
 def test_an_example_answered_differently(tmp_path: Path) -> None:
     service = make_service(tmp_path, double=double)
-    edit_manifest(service, lambda m: m["endpoints"][0].update(examples=[{"request": {"data": 2}, "response": {"data": 5}}]))
-    assert_up_but_not_ready(service, "example 1 of double ({\"data\": 2}) answers differently from the training kernel: data: expected 5, got 4")
+    edit_manifest(
+        service, lambda m: m["endpoints"][0].update(examples=[{"request": {"data": 2}, "response": {"data": 5}}])
+    )
+    assert_up_but_not_ready(
+        service,
+        'example 1 of double ({"data": 2}) answers differently from the training kernel: data: expected 5, got 4',
+    )
 
 
 def test_another_python_minor_is_refused(tmp_path: Path) -> None:
@@ -271,7 +287,7 @@ def test_a_result_json_cannot_hold_is_a_json_500(tmp_path: Path) -> None:
         assert "keys must be str" in response.json()["error"]["message"]
 
 
-def table_in_table_out(table: "pd.DataFrame") -> "pd.DataFrame":
+def table_in_table_out(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(total=table["a"] * 2)
 
 
@@ -345,7 +361,9 @@ def test_both_protocols_answer_count_and_log_a_raising_function_alike(
     before = errors_counted()
     with caplog.at_level("ERROR", logger="nb2svc.runtime"):
         v1 = post(client, "fails", {"data": 3})
-        v2 = client.post("/v2/models/fails/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [3]}]})
+        v2 = client.post(
+            "/v2/models/fails/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [3]}]}
+        )
     assert v1.status_code == v2.status_code == 500
     assert v1.json()["error"]["message"] == v2.json()["error"] == "fails raised: cannot handle 3"
     assert errors_counted() == before + 2
@@ -362,7 +380,10 @@ def test_both_protocols_refuse_a_wrong_value_with_the_same_status(tmp_path: Path
 
     with TestClient(create_app(make_service(tmp_path, typed=typed))) as client:
         v1 = post(client, "typed", {"data": "seven"})
-        v2 = client.post("/v2/models/typed/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ['"seven"']}]})
+        v2 = client.post(
+            "/v2/models/typed/infer",
+            json={"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ['"seven"']}]},
+        )
     assert v1.status_code == v2.status_code == 422
     assert v1.json()["error"]["message"] == v2.json()["error"]
 
@@ -370,7 +391,9 @@ def test_both_protocols_refuse_a_wrong_value_with_the_same_status(tmp_path: Path
 def test_a_manifest_of_a_newer_format_says_so(tmp_path: Path) -> None:
     service = make_service(tmp_path, double=double)
     edit_manifest(service, lambda m: m.update(manifest_format=99, nb2svc_version="9.0"))
-    assert_up_but_not_ready(service, "manifest.json is format 99 (written by nb2svc 9.0) and this runtime reads format 2")
+    assert_up_but_not_ready(
+        service, "manifest.json is format 99 (written by nb2svc 9.0) and this runtime reads format 2"
+    )
     with TestClient(create_app(service)) as client:
         assert client.get("/ready").json()["error"]["kind"] == "manifest"
 
@@ -386,11 +409,19 @@ def test_a_manifest_without_a_field_names_it(tmp_path: Path) -> None:
     [
         (lambda m: m["endpoints"][0].update(sha256="0" * 64), "artifact"),
         (lambda m: m["python"].update(minor="3.7"), "environment"),
-        (lambda m: m["endpoints"][0].update(examples=[{"request": {"data": 2}, "response": {"data": 5}}]), "example_mismatch"),
-        (lambda m: m["endpoints"][0].update(examples=[{"request": {"data": None}, "response": {"data": 5}}]), "example_failed"),
+        (
+            lambda m: m["endpoints"][0].update(examples=[{"request": {"data": 2}, "response": {"data": 5}}]),
+            "example_mismatch",
+        ),
+        (
+            lambda m: m["endpoints"][0].update(examples=[{"request": {"data": None}, "response": {"data": 5}}]),
+            "example_failed",
+        ),
     ],
 )
-def test_ready_says_what_kind_of_thing_is_wrong(tmp_path: Path, change: Callable[[dict[str, Any]], None], kind: str) -> None:
+def test_ready_says_what_kind_of_thing_is_wrong(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], kind: str
+) -> None:
     service = make_service(tmp_path, double=double)
     edit_manifest(service, change)
     with TestClient(create_app(service)) as client:
@@ -402,11 +433,17 @@ def test_info_lists_only_the_packages_the_model_imported(tmp_path: Path) -> None
 
     from helpers import write_manifest
 
-    service = make_service(tmp_path, pins={"numpy": "2.0", "cloudpickle": "3.1", "attrs": "25.1", "rich": "14"}, double=double)
+    service = make_service(
+        tmp_path, pins={"numpy": "2.0", "cloudpickle": "3.1", "attrs": "25.1", "rich": "14"}, double=double
+    )
     entries = (
         RequirementEntry("numpy", "numpy==2.0", (RequirementReason("notebook", "imported by the notebook (numpy)"),)),
-        RequirementEntry("cloudpickle", "cloudpickle==3.1", (RequirementReason("runtime", "serialized the artifacts"),)),
-        RequirementEntry("attrs", "attrs==25.1", (RequirementReason("import_statement", "an import statement in double"),)),
+        RequirementEntry(
+            "cloudpickle", "cloudpickle==3.1", (RequirementReason("runtime", "serialized the artifacts"),)
+        ),
+        RequirementEntry(
+            "attrs", "attrs==25.1", (RequirementReason("import_statement", "an import statement in double"),)
+        ),
         RequirementEntry("rich", "rich==14", (RequirementReason("user", "--python-package"),)),
     )
     write_manifest(service, dataclasses.replace(read_manifest(service), requirements=entries))

@@ -48,7 +48,9 @@ def test_kernel_side_code_imports_only_what_every_python_kernel_has() -> None:
     package = Path(nb2svc.__file__).parent
     files = sorted((package / "kernel_side").glob("*.py"))
     assert len(files) >= 5
-    others = {m for path in files for m, _ in imported_modules(path) if m.partition(".")[0] not in sys.stdlib_module_names}
+    others = {
+        m for path in files for m, _ in imported_modules(path) if m.partition(".")[0] not in sys.stdlib_module_names
+    }
     # nb2svc_runtime's modules come from the service directory; their own siblings by relative imports
     assert others <= {"cloudpickle", "IPython", "IPython.display"}
 

@@ -71,7 +71,10 @@ def _read_until_closed(connection: socket.socket) -> bytes:
 
 @pytest.mark.parametrize(
     ("example", "error"),
-    [({"request": {"data": 2}, "response": {"data": 5}}, VerifyMismatch), ({"request": {"data": None}, "response": {"data": 5}}, ServiceDidNotStart)],
+    [
+        ({"request": {"data": 2}, "response": {"data": 5}}, VerifyMismatch),
+        ({"request": {"data": None}, "response": {"data": 5}}, ServiceDidNotStart),
+    ],
 )
 def test_verify_reads_why_a_service_is_not_ready_from_its_kind(
     tmp_path: Path, unused_tcp_port: int, example: dict[str, object], error: type[Exception]

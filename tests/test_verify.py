@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 import nb2svc
 from nb2svc.cli import cli
@@ -19,7 +19,7 @@ from helpers import FIXTURES, kernel_processes
 pytestmark = pytest.mark.e2e
 
 
-def run(*args: str) -> object:
+def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
@@ -64,7 +64,9 @@ def test_a_changed_answer_fails_with_the_difference(copy: Path) -> None:
 
 def test_a_tampered_hash_fails_the_install(copy: Path) -> None:
     lock = (copy / "requirements.txt").read_text()
-    block = re.search(r"^starlette==.*?(?=^\S)", lock, re.M | re.S).group(0)  # its pin and every hash of it
+    starlette = re.search(r"^starlette==.*?(?=^\S)", lock, re.M | re.S)  # its pin and every hash of it
+    assert starlette, lock
+    block = starlette.group(0)
     tampered = lock.replace(block, re.sub(r"sha256:[0-9a-f]{4}", "sha256:0000", block))
     assert tampered != lock
     (copy / "requirements.txt").write_text(tampered)

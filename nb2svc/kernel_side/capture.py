@@ -71,7 +71,9 @@ def _endpoint(
     function = namespace.get(name)
     if not callable(function):
         raise _Failed(failures.NotCallable(endpoint=name, type=failures.type_name(function)))
-    examples = recorded.examples + [_run_example(name, function, data, service_dir, recorded.frame) for data in extra_examples]
+    examples = recorded.examples + [
+        _run_example(name, function, data, service_dir, recorded.frame) for data in extra_examples
+    ]
     try:
         payload = cloudpickle.dumps(function)
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, RecursionError...

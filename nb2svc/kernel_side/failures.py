@@ -52,7 +52,9 @@ class Unpicklable:
 
 
 Failure = NoCloudpickle | NotCallable | ExampleFailed | Unpicklable
-_BY_REASON: dict[str, type[Failure]] = {kind.reason: kind for kind in (NoCloudpickle, NotCallable, ExampleFailed, Unpicklable)}
+_BY_REASON: dict[str, type[Failure]] = {
+    kind.reason: kind for kind in (NoCloudpickle, NotCallable, ExampleFailed, Unpicklable)
+}
 
 
 def to_json(failure: Failure) -> dict[str, Any]:

@@ -1,4 +1,7 @@
-"""The service's own runtime in the kernel: examples are read, called and encoded by the very code that will serve them."""
+"""The service's own runtime in the kernel.
+
+Examples are read, called and encoded by the very code that will serve them.
+"""
 
 from __future__ import annotations
 

@@ -43,7 +43,10 @@ class ResolvingBackend(LockBackend):
 
     @abstractmethod
     def command(self) -> list[str]:
-        """The command that reads ``requirements.in`` and writes ``requirements.txt`` (no header) in its working directory."""
+        """The command that reads ``requirements.in`` and writes ``requirements.txt`` (no header).
+
+        It runs in the directory that holds both files.
+        """
 
     @abstractmethod
     def failure(self, output: str, requirements_in: str, requirements: tuple[RequirementEntry, ...]) -> Nb2svcError:

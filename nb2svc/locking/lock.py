@@ -107,7 +107,8 @@ def _pinned(
     """The backend's pins, and whether they came from the cache (a cacheable backend's earlier answer)."""
     if not backend.cacheable:
         return backend.pin(requirements_in, requirements), False
-    cache = (options.cache_dir or default_cache_dir()) / f"{_cache_key(requirements_in, python_version, options, backend)}.txt"
+    key = _cache_key(requirements_in, python_version, options, backend)
+    cache = (options.cache_dir or default_cache_dir()) / f"{key}.txt"
     if cache.is_file():
         return cache.read_text(encoding="utf-8"), True
     text = backend.pin(requirements_in, requirements)

@@ -83,7 +83,10 @@ def _candidate(link: str) -> str:
 
 
 def _cannot_install(output: str, requirements_in: str) -> list[str]:
-    """pip's summary lines ("Cannot install pandas==3.1.1 and numpy==1.21.0 because..."), lines of requirements.in named."""
+    """pip's summary lines ("Cannot install pandas==3.1.1 and numpy==1.21.0 because...").
+
+    Also the lines of requirements.in that they name.
+    """
     lines_in = requirements_in.splitlines()
 
     def spec_on_line(match: re.Match[str]) -> str:

@@ -73,6 +73,8 @@ def conflict_demands(output: str) -> tuple[Demand, ...]:
 
 def _unreachable_detail(output: str) -> str:
     """The URL uv failed to fetch and its last cause: "Failed to fetch: URL: Connection refused (os error 111)"."""
-    causes = [line.strip().removeprefix("error: ").removeprefix("cause: ") for line in output.splitlines() if line.strip()]
+    causes = [
+        line.strip().removeprefix("error: ").removeprefix("cause: ") for line in output.splitlines() if line.strip()
+    ]
     fetched = [cause for cause in causes if cause.startswith("Failed to fetch")]
     return ": ".join(dict.fromkeys(fetched[:1] + causes[-1:]))

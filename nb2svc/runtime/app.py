@@ -101,13 +101,15 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     """Outermost first: every request gets an id and a log line, then CORS (if configured), then the key check."""
     stack = [Middleware(RequestLog, metrics=metrics)]
     if settings.cors_origins:
-        stack.append(Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Model-Version"],
-        ))
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "X-Model-Version"],
+            )
+        )
     if settings.api_keys:
         stack.append(Middleware(ApiKeys, keys=settings.api_keys, metrics_need_key=settings.metrics_need_key))
     return stack

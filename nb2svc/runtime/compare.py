@@ -24,7 +24,10 @@ def compare(expected: Any, actual: Any, path: str = "") -> str | None:
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return f"{where}: expected {len(expected)} items, got {len(actual)}"
-        return next((d for i, (e, a) in enumerate(zip(expected, actual)) if (d := compare(e, a, f"{path}[{i}]"))), None)
+        return next(
+            (d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) if (d := compare(e, a, f"{path}[{i}]"))),
+            None,
+        )
     if type(expected) is not type(actual) or expected != actual:
         return f"{where}: expected {expected!r}, got {actual!r}"
     return None

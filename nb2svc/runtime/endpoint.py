@@ -10,8 +10,9 @@ import hashlib
 import inspect
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .invoke import Invoker
 from .manifest import EndpointDescription, RecordedFrame
@@ -43,7 +44,9 @@ def load_endpoint(service_dir: Path, described: EndpointDescription) -> Endpoint
     artifacts = (service_dir / "artifacts").resolve()
     path = (service_dir / described.artifact).resolve()
     if path.parent != artifacts:
-        raise ArtifactRefused(f"the manifest names {described.artifact!r}, which is not in artifacts/: refusing to load it")
+        raise ArtifactRefused(
+            f"the manifest names {described.artifact!r}, which is not in artifacts/: refusing to load it"
+        )
     if not path.is_file():
         raise ArtifactRefused(f"the artifact of {described.name} is missing: {path}")
     payload = path.read_bytes()
@@ -108,7 +111,9 @@ def _with_recorded_frame(signature: Signature, frame: RecordedFrame | None) -> S
         table = build(records)
         if table.empty and not len(table.columns):  # no rows: the recorded columns, empty
             table = table.reindex(columns=list(frame.columns))
-        columns = [c for c in frame.columns if c in table.columns] + [c for c in table.columns if c not in frame.columns]
+        columns = [c for c in frame.columns if c in table.columns] + [
+            c for c in table.columns if c not in frame.columns
+        ]
         return table[columns].astype({c: t for c, t in frame.dtypes.items() if c in table.columns})
 
     columns = {c: _COLUMN_SCHEMAS.get(t, {}) for c, t in frame.dtypes.items()}

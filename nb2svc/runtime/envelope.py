@@ -72,8 +72,10 @@ def bind(data: Any, signature: Signature, spread: bool = False) -> dict[str, Any
     if type(data) is list and (spread or signature.spreads_lists):
         positional = signature.positional
         if len(data) > len(positional):
-            raise BindingError(f"{len(data)} values given, and the function takes at most {len(positional)} by position")
-        return _checked({p.name: value for p, value in zip(positional, data)}, signature)
+            raise BindingError(
+                f"{len(data)} values given, and the function takes at most {len(positional)} by position"
+            )
+        return _checked({p.name: value for p, value in zip(positional, data, strict=False)}, signature)
     return _checked({parameters[0].name: data}, signature)
 
 
@@ -103,7 +105,9 @@ def data_schema(signature: Signature) -> dict[str, Any]:
     taken_elsewhere: list[dict[str, Any]] = [BATCH_SHAPED]  # values that rules 1-4 read, so rule 5 never sees
     if not signature.dataframe and not signature.takes_one_object:
         forms.append(_keywords(signature))
-        taken_elsewhere.append({"type": "object", "minProperties": 1, "propertyNames": {"enum": sorted(signature.names)}})
+        taken_elsewhere.append(
+            {"type": "object", "minProperties": 1, "propertyNames": {"enum": sorted(signature.names)}}
+        )
     if signature.spreads_lists and not signature.dataframe:
         by_position = _positional(signature)
         if by_position is not None:
@@ -111,7 +115,9 @@ def data_schema(signature: Signature) -> dict[str, Any]:
         taken_elsewhere.append({"type": "array"})
     if signature.dataframe or not any(p.required for p in parameters[1:]):
         first = parameters[0].schema
-        forms.append({"allOf": [first, {"not": {"anyOf": taken_elsewhere}}]} if first else {"not": {"anyOf": taken_elsewhere}})
+        forms.append(
+            {"allOf": [first, {"not": {"anyOf": taken_elsewhere}}]} if first else {"not": {"anyOf": taken_elsewhere}}
+        )
     return {"anyOf": [*forms, _dataframe_batch(parameters[0].schema) if signature.dataframe else BATCH]}
 
 
@@ -137,4 +143,9 @@ def _positional(signature: Signature) -> dict[str, Any] | None:
     if any(p.required and not p.positional for p in signature.parameters):
         return None
     required = sum(1 for p in positional if p.required)
-    return {"type": "array", "prefixItems": [p.schema for p in positional], "minItems": required, "maxItems": len(positional)}
+    return {
+        "type": "array",
+        "prefixItems": [p.schema for p in positional],
+        "minItems": required,
+        "maxItems": len(positional),
+    }

@@ -91,7 +91,7 @@ class CallFailed(ServiceError):
     def __init__(self, error: BaseException, endpoint: str = "") -> None:
         super().__init__(str(error))
         self.error = error
-        self.type = type(error).__name__  # type: ignore[misc]
+        self.type = type(error).__name__
         self.endpoint = endpoint
 
     def with_endpoint(self, endpoint: str) -> CallFailed:

@@ -8,8 +8,9 @@ training kernel too, to record ``--example`` answers exactly as the service comp
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .envelope import Batch, bind, is_batch, read_batch
 from .errors import BindingError, CallFailed
@@ -30,9 +31,7 @@ class Invoker:
     def __init__(self, function: Callable[..., Any], signature: Signature) -> None:
         self.function = function
         self.signature = signature
-        self._validators = {
-            p.name: _validator(p.schema) for p in signature.parameters if set(p.schema) - {"default"}
-        }
+        self._validators = {p.name: _validator(p.schema) for p in signature.parameters if set(p.schema) - {"default"}}
         # Nothing to validate or convert (an unannotated function): the bound values are the arguments.
         self._as_bound = not self._validators and all(p.convert is unchanged for p in signature.parameters)
 
@@ -54,7 +53,7 @@ class Invoker:
             return self._dataframe_batch(batch)
         answers: list[list[Any]] = []
         errors: list[list[Any]] = []
-        for row_id, row in zip(batch.ids, batch.rows):
+        for row_id, row in zip(batch.ids, batch.rows, strict=True):
             try:
                 if isinstance(row, BindingError):
                     raise row
@@ -78,7 +77,9 @@ class Invoker:
             try:
                 converted[parameter.name] = parameter.convert(value)
             except Exception as exc:
-                raise BindingError(f"parameter {parameter.name!r}: {type(exc).__name__}: {exc}", parameter.name) from exc
+                raise BindingError(
+                    f"parameter {parameter.name!r}: {type(exc).__name__}: {exc}", parameter.name
+                ) from exc
         return converted
 
     def _call(self, arguments: dict[str, Any]) -> Any:
@@ -94,7 +95,7 @@ class Invoker:
         results = per_row(self._call(self.arguments({name: records})))
         if len(results) != len(batch.ids):
             raise CallFailed(ValueError(f"a batch of {len(batch.ids)} rows gave {len(results)} results"))
-        return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results)], [])
+        return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results, strict=True)], [])
 
 
 def per_row(results: Any) -> list[Any]:
@@ -105,7 +106,9 @@ def per_row(results: Any) -> list[Any]:
         results = results.tolist()
     if not isinstance(results, (list, tuple)):
         kind = type(results).__name__
-        raise CallFailed(TypeError(f"a DataFrame endpoint answering a batch must return one result per row, not a {kind}"))
+        raise CallFailed(
+            TypeError(f"a DataFrame endpoint answering a batch must return one result per row, not a {kind}")
+        )
     return list(results)
 
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from .compare import compare
 from .drift import IncompatibleEnvironment, check_environment
 from .encoding import encode_json
-from .errors import CallFailed
 from .endpoint import ArtifactRefused, Endpoint, load_endpoint
+from .errors import CallFailed
 from .invoke import answer
 from .manifest import EndpointDescription, Manifest, ManifestError, read_manifest
 

@@ -140,12 +140,15 @@ class Manifest:
     def imported_packages(self) -> dict[str, str]:
         """The pins of the distributions the notebook or its functions imported (not the runtime's, not the user's)."""
         imported = {
-            _canonical(r.name) for r in self.requirements if any(reason.source in IMPORTED_BY_THE_MODEL for reason in r.reasons)
+            _canonical(r.name)
+            for r in self.requirements
+            if any(reason.source in IMPORTED_BY_THE_MODEL for reason in r.reasons)
         }
         return {name: pin for name, pin in self.lock.pins.items() if name in imported}
 
     def to_dict(self) -> dict[str, Any]:
-        return plain(self)
+        data: dict[str, Any] = plain(self)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"

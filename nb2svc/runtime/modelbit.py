@@ -78,7 +78,11 @@ def info(manifest: Manifest, endpoint: Endpoint) -> dict[str, Any]:
         "parameters": manifest.parameters,
         "built_at": manifest.built_at,
         "nb2svc_version": manifest.nb2svc_version,
-        "python": {"version": manifest.python.version, "minor": manifest.python.minor, "implementation": manifest.python.implementation},
+        "python": {
+            "version": manifest.python.version,
+            "minor": manifest.python.minor,
+            "implementation": manifest.python.implementation,
+        },
         "packages": manifest.imported_packages(),
         "artifact": {"path": described.artifact, "sha256": described.sha256, "bytes": described.bytes},
     }

@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-
 class Metrics:
     """The service's metrics, in a registry of its own (or shared files with PROMETHEUS_MULTIPROC_DIR)."""
 
@@ -25,13 +24,20 @@ class Metrics:
         self.in_flight = Gauge(
             "nb2svc_requests_in_flight", "Requests being answered", registry=self.registry, multiprocess_mode="livesum"
         )
-        self.errors = Counter("nb2svc_predict_errors", "Calls that raised", ["endpoint", "type"], registry=self.registry)
+        self.errors = Counter(
+            "nb2svc_predict_errors", "Calls that raised", ["endpoint", "type"], registry=self.registry
+        )
         self.rows = Histogram(
-            "nb2svc_batch_rows", "Rows per predict request", ["endpoint"], registry=self.registry,
+            "nb2svc_batch_rows",
+            "Rows per predict request",
+            ["endpoint"],
+            registry=self.registry,
             buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000),
         )
         self.load_seconds = Gauge(
-            "nb2svc_model_load_seconds", "Time to load the artifacts and replay the examples", registry=self.registry,
+            "nb2svc_model_load_seconds",
+            "Time to load the artifacts and replay the examples",
+            registry=self.registry,
             multiprocess_mode="max",
         )
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
@@ -42,7 +48,9 @@ class Metrics:
         if children is None:
             labels = (endpoint, str(status))
             children = self._children[(endpoint, status)] = (
-                self.requests.labels(*labels), self.latency.labels(*labels), self.rows.labels(endpoint)
+                self.requests.labels(*labels),
+                self.latency.labels(*labels),
+                self.rows.labels(endpoint),
             )
         children[0].inc()
         children[1].observe(seconds)
@@ -91,16 +99,21 @@ class RequestLog:
         state: dict[str, Any] = scope["state"]
         endpoint = state.get("endpoint", "")
         self.metrics.answered(endpoint, status, seconds, state.get("rows"))
-        sys.stderr.write(json.dumps({
-            "time": round(time.time(), 3),
-            "request_id": request_id,
-            "method": scope["method"],
-            "path": scope["path"],
-            "endpoint": endpoint or None,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
-            "rows": state.get("rows"),
-        }) + "\n")  # straight to stderr: the logging module's records cost more than the request's own work
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "time": round(time.time(), 3),
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "endpoint": endpoint or None,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "rows": state.get("rows"),
+                }
+            )
+            + "\n"
+        )  # straight to stderr: the logging module's records cost more than the request's own work
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

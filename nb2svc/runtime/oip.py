@@ -27,7 +27,10 @@ _FRAME_DATATYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "floa
 
 
 class OpenInference:
-    """Errors are ``{"error": "..."}`` as the protocol says; the request id rides beside it, in the header and the log."""
+    """Errors are ``{"error": "..."}`` as the protocol says.
+
+    The request id rides beside it, in the header and the log.
+    """
 
     def __init__(self, version: str) -> None:
         self.version = version  # the model_version of every answer
@@ -84,7 +87,11 @@ def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
         "platform": "nb2svc",
         "inputs": inputs,
         "outputs": [
-            {"name": "output", "datatype": _DATATYPES.get(str(endpoint.signature.returns.get("type")), "BYTES"), "shape": [-1]}
+            {
+                "name": "output",
+                "datatype": _DATATYPES.get(str(endpoint.signature.returns.get("type")), "BYTES"),
+                "shape": [-1],
+            }
         ],
     }
 
@@ -145,7 +152,9 @@ def _rows(tensor: dict[str, Any], wants_string: bool) -> list[Any]:
         try:
             flat = [json.loads(value) if isinstance(value, str) else value for value in flat]
         except json.JSONDecodeError as exc:
-            raise BadRequest(f"input {tensor['name']!r} is BYTES holding JSON, and a value is not JSON ({exc})") from None
+            raise BadRequest(
+                f"input {tensor['name']!r} is BYTES holding JSON, and a value is not JSON ({exc})"
+            ) from None
     return _reshape(flat, shape)
 
 
@@ -157,7 +166,7 @@ def _reshape(flat: list[Any], shape: list[int]) -> list[Any]:
     if len(shape) == 1:
         return flat
     size = math.prod(shape[1:])
-    return [_reshape(flat[i * size:(i + 1) * size], shape[1:]) for i in range(shape[0])]
+    return [_reshape(flat[i * size : (i + 1) * size], shape[1:]) for i in range(shape[0])]
 
 
 def _tensor(name: str, results: list[Any]) -> dict[str, Any]:

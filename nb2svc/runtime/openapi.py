@@ -25,6 +25,8 @@ _ERROR = {
         }
     },
 }
+
+
 def openapi(manifest: Manifest, endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "The process is alive", "responses": {"200": _json_response("alive", {})}}},
@@ -77,14 +79,20 @@ def _predict(endpoint: Endpoint) -> dict[str, Any]:
         "x-nb2svc-reading": reading(signature, endpoint.name),
         "requestBody": {"required": True, "content": {"application/json": media}},
         "responses": {
-            "200": _json_response("the answer", {"type": "object", "properties": {"data": {}, "errors": {"type": "array"}}}),
+            "200": _json_response(
+                "the answer", {"type": "object", "properties": {"data": {}, "errors": {"type": "array"}}}
+            ),
             "400": _json_response("the body is not a request", {"$ref": "#/components/schemas/Error"}),
             "422": _json_response("a value does not fit its parameter", {"$ref": "#/components/schemas/Error"}),
             "401": _json_response("no API key, when the service asks for one", {"$ref": "#/components/schemas/Error"}),
             "403": _json_response("a wrong API key", {"$ref": "#/components/schemas/Error"}),
             "413": _json_response("the body or the batch is over its limit", {"$ref": "#/components/schemas/Error"}),
-            "429": _json_response("every prediction slot is busy: retry after Retry-After", {"$ref": "#/components/schemas/Error"}),
-            "500": _json_response("the function raised, or its result cannot be encoded", {"$ref": "#/components/schemas/Error"}),
+            "429": _json_response(
+                "every prediction slot is busy: retry after Retry-After", {"$ref": "#/components/schemas/Error"}
+            ),
+            "500": _json_response(
+                "the function raised, or its result cannot be encoded", {"$ref": "#/components/schemas/Error"}
+            ),
             "503": _json_response("the model is not ready (see /ready)", {"$ref": "#/components/schemas/Error"}),
             "504": _json_response("the call took longer than the time limit", {"$ref": "#/components/schemas/Error"}),
         },

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import functools
 import decimal
+import functools
 import inspect
 import sys
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .manifest import ParameterDescription
 
@@ -206,7 +207,9 @@ def schema_for(annotation: Any) -> dict[str, Any]:
             "type": "object",
             "title": annotation.__name__,
             "properties": {f.name: schema_for(fields.get(f.name, Any)) for f in dataclasses.fields(annotation)},
-            "required": [f.name for f in dataclasses.fields(annotation) if _missing(f.default) and _missing(f.default_factory)],
+            "required": [
+                f.name for f in dataclasses.fields(annotation) if _missing(f.default) and _missing(f.default_factory)
+            ],
             "additionalProperties": False,  # its constructor refuses other keys
         }
     if hasattr(annotation, "model_json_schema"):  # a pydantic model
@@ -239,17 +242,20 @@ def _converter(annotation: Any) -> Callable[[Any], Any]:
     """From a JSON value that passed validation to what ``annotation`` asks for."""
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
         return lambda value: annotation(**value)
-    if hasattr(annotation, "model_validate"):
-        return annotation.model_validate
+    if hasattr(annotation, "model_validate"):  # a pydantic model
+        model_validate: Callable[[Any], Any] = annotation.model_validate
+        return model_validate
     if _named(annotation, "numpy", "ndarray"):
-        return sys.modules["numpy"].asarray  # loaded already: the endpoint's own annotation refers to it
+        asarray: Callable[[Any], Any] = sys.modules["numpy"].asarray  # loaded already: the annotation refers to it
+        return asarray
     if _is_dataframe(annotation):
         return lambda value: _frame(annotation, value)
     origin = typing.get_origin(annotation) or annotation
     if origin is tuple:
         return tuple
     if origin in (set, frozenset):
-        return origin
+        collection: type[set[Any]] | type[frozenset[Any]] = origin
+        return collection
     if annotation is float:
         return lambda value: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if annotation is int:  # JSON Schema counts 1.0 as an integer
@@ -279,10 +285,12 @@ def _is_dataframe(annotation: Any) -> bool:
 
 
 def _named(annotation: Any, package: str, name: str) -> bool:
-    return isinstance(annotation, type) and annotation.__name__ == name and annotation.__module__.split(".")[0] == package
+    return (
+        isinstance(annotation, type) and annotation.__name__ == name and annotation.__module__.split(".")[0] == package
+    )
 
 
 def _jsonable(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool)) or (
-        isinstance(value, (list, dict)) and not value
+    return (
+        value is None or isinstance(value, (str, int, float, bool)) or (isinstance(value, (list, dict)) and not value)
     )

@@ -70,22 +70,52 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("max_body_bytes", "NB2SVC_MAX_BODY_BYTES", _positive_int, "Larger request bodies are refused with 413.", "max-body-bytes"),
-    Setting("max_batch_rows", "NB2SVC_MAX_BATCH_ROWS", _positive_int, "Larger batches are refused with 413.", "max-batch-rows"),
-    Setting("timeout_seconds", "NB2SVC_TIMEOUT", _positive_float, "Seconds a prediction may take before a 504.", "timeout"),
     Setting(
-        "body_timeout_seconds", "NB2SVC_BODY_TIMEOUT", _positive_float,
-        "Seconds a request body may take to arrive before a 408 and the connection closed.", "body-timeout",
+        "max_body_bytes",
+        "NB2SVC_MAX_BODY_BYTES",
+        _positive_int,
+        "Larger request bodies are refused with 413.",
+        "max-body-bytes",
     ),
     Setting(
-        "max_concurrent", "NB2SVC_MAX_CONCURRENT", _positive_int,
-        "Predictions in flight per worker; more are refused with 429.", "max-concurrent",
+        "max_batch_rows",
+        "NB2SVC_MAX_BATCH_ROWS",
+        _positive_int,
+        "Larger batches are refused with 413.",
+        "max-batch-rows",
+    ),
+    Setting(
+        "timeout_seconds", "NB2SVC_TIMEOUT", _positive_float, "Seconds a prediction may take before a 504.", "timeout"
+    ),
+    Setting(
+        "body_timeout_seconds",
+        "NB2SVC_BODY_TIMEOUT",
+        _positive_float,
+        "Seconds a request body may take to arrive before a 408 and the connection closed.",
+        "body-timeout",
+    ),
+    Setting(
+        "max_concurrent",
+        "NB2SVC_MAX_CONCURRENT",
+        _positive_int,
+        "Predictions in flight per worker; more are refused with 429.",
+        "max-concurrent",
     ),
     Setting("api_keys", "NB2SVC_API_KEY", _names, "API keys, comma-separated (environment only); none: no auth.", None),
-    Setting("metrics_need_key", "NB2SVC_METRICS_NEED_KEY", _boolean, "/metrics asks for the API key too.", "metrics-need-key"),
     Setting(
-        "cors_origins", "NB2SVC_CORS_ORIGINS", _names, "An origin allowed by CORS (repeatable); none: CORS off.",
-        "cors-origin", repeatable=True,
+        "metrics_need_key",
+        "NB2SVC_METRICS_NEED_KEY",
+        _boolean,
+        "/metrics asks for the API key too.",
+        "metrics-need-key",
+    ),
+    Setting(
+        "cors_origins",
+        "NB2SVC_CORS_ORIGINS",
+        _names,
+        "An origin allowed by CORS (repeatable); none: CORS off.",
+        "cors-origin",
+        repeatable=True,
     ),
     Setting("debug", "NB2SVC_DEBUG", _boolean, "Put tracebacks in 500 answers.", "debug"),
 )

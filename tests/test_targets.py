@@ -1,0 +1,49 @@
+"""Deployment targets write their files from a manifest object alone: no kernel, no index."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from nb2svc.runtime.manifest import Manifest, read_manifest
+from nb2svc.targets import TARGETS, write_targets
+
+from helpers import make_service
+
+
+def double(x):
+    return x * 2
+
+
+def test_every_target_writes_its_files(tmp_path: Path) -> None:
+    manifest = read_manifest(make_service(tmp_path / "made", double=double))
+    write_targets(tmp_path, manifest)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        ".dockerignore",
+        "Dockerfile",
+        "README.md",
+        "app.py",
+    ]
+    dockerfile = (tmp_path / "Dockerfile").read_text()
+    assert f"FROM python:{manifest.python.minor}-slim" in dockerfile
+    assert "pip install --no-cache-dir --require-hashes -r requirements.txt" in dockerfile
+    assert "curl -s -X POST localhost:8000/v1/double/latest" in (tmp_path / "README.md").read_text()
+
+
+def test_a_lock_without_hashes_is_installed_without_require_hashes(tmp_path: Path) -> None:
+    manifest = read_manifest(make_service(tmp_path / "made", double=double))
+    offline = dataclasses.replace(manifest, lock=dataclasses.replace(manifest.lock, hashes=False, offline=True))
+    write_targets(tmp_path, offline)
+    assert "--require-hashes" not in (tmp_path / "Dockerfile").read_text()
+    assert "OFFLINE lock" in (tmp_path / "README.md").read_text()
+
+
+def test_a_target_is_a_module_with_files(tmp_path: Path) -> None:
+    manifest = read_manifest(make_service(tmp_path / "made", double=double))
+
+    class ServeConfig:
+        def files(self, manifest: Manifest) -> dict[str, str]:
+            return {"serve.yaml": f"name: {manifest.name}\n"}
+
+    write_targets(tmp_path, manifest, (*TARGETS, ServeConfig()))
+    assert (tmp_path / "serve.yaml").read_text() == "name: test\n"
