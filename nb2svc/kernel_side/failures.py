@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 NO_CLOUDPICKLE = "no_cloudpickle"
 NOT_CALLABLE = "not_callable"
@@ -51,7 +51,7 @@ class Unpicklable:
     exception: str
 
 
-Failure = Union[NoCloudpickle, NotCallable, ExampleFailed, Unpicklable]  # not `|`: the kernel may be Python < 3.10
+Failure = NoCloudpickle | NotCallable | ExampleFailed | Unpicklable
 _BY_REASON: dict[str, type[Failure]] = {
     kind.reason: kind for kind in (NoCloudpickle, NotCallable, ExampleFailed, Unpicklable)
 }

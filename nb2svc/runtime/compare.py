@@ -25,7 +25,7 @@ def compare(expected: Any, actual: Any, path: str = "") -> str | None:
         if len(expected) != len(actual):
             return f"{where}: expected {len(expected)} items, got {len(actual)}"
         return next(
-            (d for i, (e, a) in enumerate(zip(expected, actual)) if (d := compare(e, a, f"{path}[{i}]"))),
+            (d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) if (d := compare(e, a, f"{path}[{i}]"))),
             None,
         )
     if type(expected) is not type(actual) or expected != actual:

@@ -75,7 +75,7 @@ def bind(data: Any, signature: Signature, spread: bool = False) -> dict[str, Any
             raise BindingError(
                 f"{len(data)} values given, and the function takes at most {len(positional)} by position"
             )
-        return _checked({p.name: value for p, value in zip(positional, data)}, signature)
+        return _checked({p.name: value for p, value in zip(positional, data, strict=False)}, signature)
     return _checked({parameters[0].name: data}, signature)
 
 

@@ -53,7 +53,7 @@ class Invoker:
             return self._dataframe_batch(batch)
         answers: list[list[Any]] = []
         errors: list[list[Any]] = []
-        for row_id, row in zip(batch.ids, batch.rows):
+        for row_id, row in zip(batch.ids, batch.rows, strict=True):
             try:
                 if isinstance(row, BindingError):
                     raise row
@@ -95,7 +95,7 @@ class Invoker:
         results = per_row(self._call(self.arguments({name: records})))
         if len(results) != len(batch.ids):
             raise CallFailed(ValueError(f"a batch of {len(batch.ids)} rows gave {len(results)} results"))
-        return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results)], [])
+        return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results, strict=True)], [])
 
 
 def per_row(results: Any) -> list[Any]:
