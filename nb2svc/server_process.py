@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -78,11 +79,16 @@ def _wait_until_answering(server: ServerProcess, path: str, timeout: float) -> N
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to its process group, SIGKILL if it is still there after 10 s."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    """SIGTERM to its whole process group (workers that outlived it included), SIGKILL if it is still there
+    after 10 s."""
+    _signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_group(group: int, number: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(group, number)

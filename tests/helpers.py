@@ -3,8 +3,8 @@ object (no kernel build), and real server processes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
 import os
 import shutil
 import sys
@@ -15,16 +15,15 @@ from typing import Any
 import cloudpickle
 
 from nb2svc.render import copy_runtime
+from nb2svc.runtime import schema
 from nb2svc.runtime.manifest import (
     EndpointDescription,
     Example,
     LockDescription,
     Manifest,
     NotebookDescription,
-    ParameterDescription,
     PythonDescription,
 )
-from nb2svc.runtime.schema import read_signature
 from nb2svc.server_process import ServerProcess, running_server
 
 __all__ = ["FIXTURES", "ROOT", "ServerProcess", "kernel_processes", "make_service", "running_server", "write_manifest"]
@@ -50,25 +49,16 @@ def kernel_processes() -> list[str]:
 def describe(
     name: str, function: Callable[..., Any], payload: bytes, examples: tuple[Example, ...] = ()
 ) -> EndpointDescription:
-    """The manifest's description of ``function``, as a build would write it."""
-    signature = read_signature(function)
-    written = inspect.signature(function).parameters
+    """The manifest's description of ``function``, as a build writes it (with the runtime's ``describe``)."""
+    function_description = schema.describe(function)
     return EndpointDescription(
         name=name,
         cell=1,
         artifact=f"artifacts/{name}.pkl",
         sha256=hashlib.sha256(payload).hexdigest(),
         bytes=len(payload),
-        signature=str(inspect.signature(function)),
-        doc=inspect.getdoc(function),
-        is_async=inspect.iscoroutinefunction(function),
-        parameters=tuple(
-            ParameterDescription(p.name, written[p.name].kind.name.lower(), p.schema, p.required)
-            for p in signature.parameters
-        ),
-        returns=signature.returns,
-        dataframe=signature.dataframe,
         examples=examples,
+        **{f.name: getattr(function_description, f.name) for f in dataclasses.fields(function_description)},
     )
 
 

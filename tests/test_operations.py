@@ -105,6 +105,7 @@ def test_a_slow_call_is_504_and_does_not_hold_up_the_next_requests(tmp_path: Pat
         started = time.monotonic()
         response = post(client, "slow", {"data": 3})
         assert response.status_code == 504
+        assert response.json()["error"]["message"].startswith("slow: the call took longer than 0.3 s")
         assert "took longer than 0.3 s (NB2SVC_TIMEOUT)" in response.json()["error"]["message"]
         assert post(client, "double", {"data": 2}).json() == {"data": 4}  # the other slot answers at once
         assert time.monotonic() - started < 2

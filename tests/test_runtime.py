@@ -449,3 +449,127 @@ def test_info_lists_only_the_packages_the_model_imported(tmp_path: Path) -> None
     write_manifest(service, dataclasses.replace(read_manifest(service), requirements=entries))
     with TestClient(create_app(service)) as client:
         assert client.get("/v1/double/info").json()["packages"] == {"numpy": "2.0", "attrs": "25.1"}
+
+
+def huge(x):
+    return 10**5000  # more digits than int-to-str conversion allows
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [1]},
+        {"inputs": [{"name": "x", "shape": [None], "datatype": "INT64", "data": [1]}]},
+        {"inputs": [{"name": "x", "shape": [2, 1.5], "datatype": "INT64", "data": [1, 2, 3]}]},
+        {"inputs": [{"name": "x", "shape": [-1, -3], "datatype": "INT64", "data": [1, 2, 3]}]},
+        {"inputs": [{"name": "x", "shape": [True], "datatype": "INT64", "data": [1]}]},
+        {"inputs": [{"name": "x", "shape": [1] * 33, "datatype": "INT64", "data": [1]}]},
+        {"inputs": [{"name": "x", "shape": [10**9], "datatype": "INT64", "data": [1]}]},
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": "1"}]},
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["NaN"]}]},
+        {"inputs": []},
+        {"outputs": []},
+        [1, 2],
+    ],
+)
+def test_an_inference_request_of_the_wrong_shape_is_a_json_400(client: TestClient, body: Any) -> None:
+    response = client.post("/v2/models/double/infer", json=body)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert isinstance(response.json()["error"], str)
+
+
+def test_tensor_data_nested_deeply_is_read_without_recursion(client: TestClient) -> None:
+    data: Any = 1
+    for _ in range(600):
+        data = [data]
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": data}]}
+    response = client.post("/v2/models/double/infer", content=json.dumps(body))
+    assert response.json()["outputs"][0]["data"] == [2]
+
+
+@pytest.mark.parametrize("name", ["unencodable", "huge"])
+def test_a_result_json_cannot_hold_is_the_same_500_on_both_protocols(tmp_path: Path, name: str) -> None:
+    with TestClient(create_app(make_service(tmp_path, unencodable=unencodable, huge=huge))) as client:
+        v1 = post(client, name, {"data": 1})
+        v2 = client.post(
+            f"/v2/models/{name}/infer", json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [1]}]}
+        )
+    assert v1.status_code == v2.status_code == 500
+    assert v1.json()["error"]["type"] == "unencodable_result"
+    assert v1.json()["error"]["message"] == v2.json()["error"]
+    assert v1.json()["error"]["message"].startswith(f"{name} returned a value JSON cannot hold: ")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda m: m["lock"].update(pins=[]), "manifest.json: Manifest.lock.pins must be an object, not []"),
+        (lambda m: m["python"].update(minor=3.11), "manifest.json: Manifest.python.minor must be a string, not 3.11"),
+        (lambda m: m["endpoints"][0].update(bytes="12"), 'Manifest.endpoints[0].bytes must be an integer, not "12"'),
+        (
+            lambda m: m.update(requirements=[{"name": "x", "spec": "x==1", "reasons": [{"source": "?", "text": "t"}]}]),
+            "Manifest.requirements[0].reasons[0].source must be one of notebook, artifact_load",
+        ),
+    ],
+)
+def test_a_manifest_field_of_the_wrong_type_is_named(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], field: str
+) -> None:
+    service = make_service(tmp_path, double=double)
+    edit_manifest(service, change)
+    assert_up_but_not_ready(service, field)
+
+
+def test_a_client_that_leaves_before_its_body_is_a_499_not_a_server_error(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.types import Message, Scope
+
+    app: Starlette = client.app  # type: ignore[assignment]  # TestClient types its app loosely
+    scope: Scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/double/latest", "raw_path": b"/v1/double/latest", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"data"', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        pass
+
+    capsys.readouterr()
+    asyncio.run(app(scope, receive, send))  # raises nothing
+    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert line["status"] == 499
+    assert 'nb2svc_requests_total{endpoint="double",status="499"} 1.0' in client.get("/metrics").text
+
+
+def triple(x):
+    return x * 3
+
+
+def test_one_unready_service_does_not_stop_another(tmp_path: Path) -> None:
+    from nb2svc.runtime.app import build_app
+    from nb2svc.runtime.load import load_service
+    from nb2svc.runtime.settings import Settings
+
+    ready = make_service(tmp_path / "a", double=double)
+    broken = make_service(tmp_path / "b", triple=triple)
+    edit_manifest(broken, lambda m: m["endpoints"][0].update(sha256="0" * 64))
+    with TestClient(build_app([load_service(ready), load_service(broken)], Settings())) as client:
+        assert post(client, "double", {"data": 2}).json() == {"data": 4}
+        refused = post(client, "triple", {"data": 2})
+        assert refused.status_code == 503 and refused.json()["error"]["kind"] == "artifact"
+        assert client.post("/v2/models/triple/infer", json={}).status_code == 503
+        assert client.get("/ready").status_code == 503
+        assert client.get("/v2/health/ready").status_code == 503

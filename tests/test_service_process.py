@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import httpx2 as httpx
@@ -76,7 +78,7 @@ def _read_until_closed(connection: socket.socket) -> bytes:
         ({"request": {"data": None}, "response": {"data": 5}}, ServiceDidNotStart),
     ],
 )
-def test_verify_reads_why_a_service_is_not_ready_from_its_kind(
+def test_verify_reads_why_a_real_service_is_not_ready(
     tmp_path: Path, unused_tcp_port: int, example: dict[str, object], error: type[Exception]
 ) -> None:
     service = make_service(tmp_path, runnable=True, double=double)
@@ -86,3 +88,39 @@ def test_verify_reads_why_a_service_is_not_ready_from_its_kind(
     with running_server(commands(service, unused_tcp_port)["uvicorn app:app"], unused_tcp_port) as server:
         with pytest.raises(error):
             _require_ready(server.url)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "error"),
+    [  # the words mislead on purpose: the kind decides
+        ("example_mismatch", "example 1 of f gives 5, not 4", VerifyMismatch),
+        ("example_failed", "example 1 of f answers differently from the training kernel", ServiceDidNotStart),
+        ("artifact", "answers differently from the training kernel", ServiceDidNotStart),
+    ],
+)
+def test_verify_picks_its_exit_code_from_the_kind_not_the_words(
+    kind: str, message: str, error: type[Exception]
+) -> None:
+    body = json.dumps({"error": {"type": "not_ready", "kind": kind, "message": message}}).encode()
+
+    class NotReady(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotReady) as stub:
+        serving = threading.Thread(target=stub.serve_forever)
+        serving.start()
+        try:
+            with pytest.raises(error) as raised:
+                _require_ready(f"http://127.0.0.1:{stub.server_address[1]}")
+        finally:
+            stub.shutdown()
+            serving.join()
+    assert message in str(raised.value)

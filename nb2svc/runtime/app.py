@@ -57,6 +57,8 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     for service, answering in served:
         routes += modelbit.routes(answering, service.endpoints, service.manifest, _static(answering.headers))
         routes += oip.model_routes(answering, service.endpoints, _static(answering.headers))
+    for failed in unready:  # its endpoints, where its manifest names them, say why they cannot answer
+        routes += _unready_endpoint_routes(failed)
     if not loaded:  # nothing to serve: every other path says why
         routes.append(Route("/{path:path}", _unready(unready[0]), methods=_METHODS))
     app = Starlette(
@@ -81,9 +83,10 @@ def _common_routes(
     default: Service, served: list[tuple[LoadedService, Service]], unready: list[UnreadyService]
 ) -> list[BaseRoute]:
     static = _static(default.headers)
+    not_ready = _unready(unready[0]) if unready else None
     routes: list[BaseRoute] = [
         Route("/health", static({"status": "ok"})),
-        Route("/ready", _unready(unready[0]) if unready else static({"status": "ready"})),
+        Route("/ready", not_ready or static({"status": "ready"})),
         Route("/metrics", _metrics_route(default.metrics)),
     ]
     if not served:
@@ -93,7 +96,7 @@ def _common_routes(
     return routes + [
         Route("/openapi.json", static(openapi(manifest, endpoints))),
         Route("/docs", _page(_DOCS, default.headers)),
-        *oip.server_routes(static, manifest.name if len(served) == 1 else "nb2svc", default.version),
+        *oip.server_routes(static, manifest.name if len(served) == 1 else "nb2svc", default.version, not_ready),
     ]
 
 
@@ -141,6 +144,18 @@ def _metrics_route(metrics: Metrics) -> Any:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return exposition
+
+
+def _unready_endpoint_routes(service: UnreadyService) -> list[BaseRoute]:
+    if service.manifest is None:
+        return []
+    answer = _unready(service)
+    names = [e.name for e in service.manifest.endpoints]
+    return [
+        Route(path, answer, methods=_METHODS)
+        for name in names
+        for path in (f"/v1/{name}/{{rest:path}}", f"/v2/models/{name}", f"/v2/models/{name}/{{rest:path}}")
+    ]
 
 
 def _unready(service: UnreadyService) -> Any:

@@ -15,9 +15,9 @@ import re
 from collections.abc import Coroutine
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from .errors import BadRequest, BodyTimedOut, TooLarge
+from .errors import BadRequest, BodyTimedOut, ClientClosed, TooLarge
 from .settings import Settings
 
 # A float can overflow only if it has an exponent or hundreds of digits: only then is each float checked.
@@ -37,6 +37,12 @@ def _finite_float(text: str) -> float:
 
 _DECODER = json.JSONDecoder(parse_constant=_not_json)
 _CHECKING_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
+
+
+def strict_loads(text: str) -> Any:
+    """The value of standard JSON ``text``; ValueError (or RecursionError) for anything else."""
+    decoder = _CHECKING_DECODER if _MIGHT_OVERFLOW.search(text.encode()) else _DECODER
+    return decoder.decode(text)
 
 
 def parse_json(body: bytes) -> Any:
@@ -77,9 +83,12 @@ async def _within(seconds: float, receiving: Coroutine[Any, Any, bytes]) -> byte
 
 async def _receive(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the request body is over {limit} bytes (NB2SVC_MAX_BODY_BYTES)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"the request body is over {limit} bytes (NB2SVC_MAX_BODY_BYTES)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosed("the client closed the connection before its body arrived") from None
     return b"".join(chunks)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,20 +19,12 @@ from starlette.responses import Response
 from .body import parse_json, read_body
 from .encoding import encode_json
 from .endpoint import Endpoint
-from .errors import CallFailed, ServiceError, TooLarge, Unencodable
-from .executor import Executor
+from .errors import CallFailed, ServiceError, TimedOut, TooLarge, Unencodable
+from .executor import Call, Executor
 from .observability import Metrics
 from .settings import Settings
 
 logger = logging.getLogger("nb2svc.runtime")
-
-
-@dataclass(frozen=True)
-class Call:
-    """A request read: how many rows it carries (for the batch limit and the metrics), and what to run."""
-
-    rows: int
-    run: Callable[[], dict[str, Any]]  # runs on the executor; its answer's "errors" are rows that failed
 
 
 class RequestProtocol(Protocol):
@@ -46,13 +37,19 @@ class RequestProtocol(Protocol):
 
 @dataclass
 class Service:
-    """What answering a loaded service's requests takes: its settings, executor, metrics and headers."""
+    """What answering a loaded service's requests takes: its settings, executors, metrics and headers.
+
+    ``executors`` names the endpoints whose calls go to an executor other than ``executor``."""
 
     version: str
     settings: Settings
     executor: Executor
     metrics: Metrics
     headers: dict[str, str] = field(default_factory=dict)
+    executors: dict[str, Executor] = field(default_factory=dict)
+
+    def executor_for(self, endpoint: str) -> Executor:
+        return self.executors.get(endpoint, self.executor)
 
     def json(self, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return Response(encode_json(payload), status, headers or self.headers, "application/json")
@@ -68,16 +65,17 @@ async def answer(request: Request, service: Service, endpoint: Endpoint, protoco
     if call.rows > limit:
         raise TooLarge(f"the batch has {call.rows} rows; the limit is {limit} (NB2SVC_MAX_BATCH_ROWS)")
     try:
-        result = await service.executor.run(call.run)
+        result = await service.executor_for(endpoint.name).run(call)
+        for _, error in result.get("errors", ()):  # rows whose call raised (not those that failed validation)
+            if error["type"] != "validation_error":
+                service.metrics.errors.labels(endpoint.name, error["type"]).inc()
+        return service.json(result)
     except CallFailed as exc:
         raise exc.with_endpoint(endpoint.name) from exc.error
-    for _, error in result.get("errors", ()):  # rows whose call raised (not those that failed validation)
-        if error["type"] != "validation_error":
-            service.metrics.errors.labels(endpoint.name, error["type"]).inc()
-    try:
-        return service.json(result)
-    except Unencodable as exc:
-        raise Unencodable(f"{endpoint.name} returned a value that {exc.message}") from None
+    except TimedOut as exc:
+        raise TimedOut(f"{endpoint.name}: {exc.message}") from None
+    except Unencodable as exc:  # on the executor (a tensor) or here
+        raise Unencodable(f"{endpoint.name} returned a value JSON cannot hold: {exc.message}") from None
 
 
 async def service_error(request: Request, exc: Exception) -> Response:

@@ -26,7 +26,7 @@ def encode_json(payload: Any) -> bytes:
             text = json.dumps(payload, default=plain, allow_nan=False, separators=(",", ":"))
         except ValueError:  # NaN or an infinity somewhere: JSON has no such numbers
             text = json.dumps(_finite(payload), default=plain, allow_nan=False, separators=(",", ":"))
-    except TypeError as exc:  # e.g. a dict whose keys are tuples
+    except (TypeError, ValueError) as exc:  # a dict whose keys are tuples; an int of more digits than str() gives
         raise Unencodable(f"the result cannot be encoded as JSON: {exc}") from None
     except RecursionError:
         raise Unencodable("the result is nested too deeply to be encoded as JSON") from None

@@ -1,7 +1,7 @@
 """Every way a request can fail, each carrying its HTTP status and its error ``type``.
 
 Raised anywhere on the call path (reading, validating, executing, encoding) and
-answered in one place (``app.service_error``), in the format of the protocol the
+answered in one place (``calls.service_error``), in the format of the protocol the
 request came by. Standard library only: the training kernel uses these too.
 """
 
@@ -47,6 +47,13 @@ class RoutingError(ServiceError):
         super().__init__(message, headers=headers)
         self.status = status
         self.type = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+
+
+class ClientClosed(ServiceError):
+    """The client closed the connection before its body arrived: nobody reads the answer (nginx's 499)."""
+
+    status = 499
+    type = "client_closed"
 
 
 class BodyTimedOut(ServiceError):

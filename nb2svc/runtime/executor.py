@@ -14,18 +14,31 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from .endpoint import Endpoint
 from .errors import Busy, TimedOut
 
 T = TypeVar("T")
 
 
-class Executor(Protocol):
-    """Runs an endpoint's calls off the event loop. The seam for other executors (micro-batching): one
-    ``run`` that answers the call's result or raises ``Busy`` (429) or ``TimedOut`` (504)."""
+@dataclass(frozen=True)
+class Call:
+    """One request, read by its protocol: the endpoint, how many rows it carries (for the batch limit and
+    the metrics), and what to run for it; ``run``'s answer lists under "errors" the rows that failed."""
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T: ...
+    endpoint: Endpoint
+    rows: int
+    run: Callable[[], dict[str, Any]]
+
+
+class Executor(Protocol):
+    """Runs the calls of the endpoints it is given to, off the event loop: it answers a call's result, or
+    raises ``Busy`` (429) or ``TimedOut`` (504). The seam for other executors, such as micro-batching: it
+    sees every call of its endpoints, with the endpoint, and may hold them to run several in one go."""
+
+    async def run(self, call: Call) -> dict[str, Any]: ...
 
 
 class ThreadExecutor:
@@ -40,7 +53,11 @@ class ThreadExecutor:
             queue.SimpleQueue()
         )
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
+    async def run(self, call: Call) -> dict[str, Any]:
+        return await self.run_function(call.run)
+
+    async def run_function(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on one of the threads, within the time limit."""
         if self.busy >= self.size:
             raise Busy(f"all {self.size} prediction slots are busy (NB2SVC_MAX_CONCURRENT); retry shortly")
         loop = asyncio.get_running_loop()

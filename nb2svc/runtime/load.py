@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .compare import compare
 from .drift import IncompatibleEnvironment, check_environment
@@ -32,9 +32,6 @@ NotReadyKind = Literal["manifest", "environment", "artifact", "load_failed", "ex
 class NotReadyReason:
     kind: NotReadyKind
     message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,10 @@ def load_service(service_dir: str | Path) -> LoadedService | UnreadyService:
     except _NotReady as exc:
         logger.error("not ready: %s", exc.reason.message)
         return UnreadyService(service_dir, exc.reason, manifest)
+    except Exception as exc:  # a fault nothing above foresaw: the process still stays up and says so
+        logger.exception("not ready")
+        reason = NotReadyReason("load_failed", f"the service did not load: {type(exc).__name__}: {exc}")
+        return UnreadyService(service_dir, reason, manifest)
     return LoadedService(service_dir, manifest, endpoints, tuple(drift), time.perf_counter() - started)
 
 

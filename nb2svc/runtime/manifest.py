@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -18,6 +21,7 @@ FILENAME = "manifest.json"
 
 # Why a requirement is in requirements.in: who observed it.
 ReasonSource = Literal["notebook", "artifact_load", "import_statement", "example_call", "runtime", "user"]
+REASON_SOURCES: tuple[str, ...] = typing.get_args(ReasonSource)
 IMPORTED_BY_THE_MODEL: frozenset[str] = frozenset({"notebook", "artifact_load", "import_statement", "example_call"})
 
 
@@ -134,9 +138,6 @@ class Manifest:
     cells: tuple[CellTime, ...] = ()
     manifest_format: int = MANIFEST_FORMAT
 
-    def endpoint(self, name: str) -> EndpointDescription:
-        return next(e for e in self.endpoints if e.name == name)
-
     def imported_packages(self) -> dict[str, str]:
         """The pins of the distributions the notebook or its functions imported (not the runtime's, not the user's)."""
         imported = {
@@ -196,7 +197,8 @@ def parse(kind: type[T], data: Any) -> T:
 
 
 def _canonical(name: str) -> str:
-    return "-".join(name.replace("_", "-").replace(".", "-").lower().split("-")).strip("-")
+    """PEP 503's normalized name, as the lock's pins are keyed."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def plain(value: Any) -> Any:
@@ -207,6 +209,31 @@ def plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: plain(item) for key, item in value.items()}
     return value
+
+
+_LEAVES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda value: isinstance(value, str)),
+    "int": ("an integer", lambda value: type(value) is int),
+    "float": ("a number", lambda value: type(value) in (int, float)),
+    "bool": ("true or false", lambda value: type(value) is bool),
+    "ReasonSource": (f"one of {', '.join(REASON_SOURCES)}", lambda value: value in REASON_SOURCES),
+}
+
+
+def _leaf(kind: str, data: Any, where: str) -> Any:
+    """A JSON value of the manifest, checked against its field's type (``Any`` takes anything)."""
+    if kind.startswith("dict["):
+        expected, fits = "an object", isinstance(data, dict)
+    elif kind in _LEAVES:
+        expected, check = _LEAVES[kind]
+        fits = check(data)
+    else:
+        return data
+    if not fits:
+        raise ManifestError(
+            f"manifest.json: {where} must be {expected}, not {json.dumps(data)[:40]}: rebuild the service"
+        )
+    return data
 
 
 def _build(kind: str, data: Any, where: str) -> Any:
@@ -221,7 +248,7 @@ def _build(kind: str, data: Any, where: str) -> Any:
         return tuple(_build(element, item, f"{where}[{i}]") for i, item in enumerate(data))
     described = globals().get(kind)
     if not (isinstance(described, type) and dataclasses.is_dataclass(described)):
-        return data  # str, int, bool, float, Any, dict[...], a Literal: JSON values as they are
+        return _leaf(kind, data, where)
     if not isinstance(data, dict):
         raise ManifestError(f"manifest.json: {where} must be an object")
     values = {}

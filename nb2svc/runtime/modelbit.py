@@ -12,10 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .calls import Call, Service, answer
+from .calls import Service, answer
 from .endpoint import Endpoint
 from .envelope import is_batch, read_data
 from .errors import NotFound, ServiceError
+from .executor import Call
 from .invoke import answer as call_endpoint
 from .manifest import Manifest
 
@@ -23,7 +24,8 @@ from .manifest import Manifest
 class Modelbit:
     def read(self, payload: Any, endpoint: Endpoint) -> Call:
         data = read_data(payload)
-        return Call(len(data) if is_batch(data) else 1, functools.partial(call_endpoint, endpoint.invoker, data))
+        rows = len(data) if is_batch(data) else 1
+        return Call(endpoint, rows, functools.partial(call_endpoint, endpoint.invoker, data))
 
     def error_body(self, error: ServiceError, request_id: str, extra: dict[str, Any]) -> dict[str, Any]:
         return {"error": {**error.body(), "request_id": request_id, **extra}}

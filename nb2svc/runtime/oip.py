@@ -11,15 +11,18 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .calls import Call, Service, answer
+from .body import strict_loads
+from .calls import Service, answer
+from .encoding import encode_json
 from .endpoint import Endpoint
 from .errors import BadRequest, ServiceError
+from .executor import Call
 from .invoke import per_row
 
 _DATATYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
@@ -36,17 +39,21 @@ class OpenInference:
         self.version = version  # the model_version of every answer
 
     def read(self, payload: Any, endpoint: Endpoint) -> Call:
-        return Call(batch_size(payload), functools.partial(infer, endpoint, payload, self.version))
+        """The tensors, checked here on the event loop (shapes, names, sizes); the calls run on the executor."""
+        columns, rows = _columns(endpoint, payload)
+        request_id = payload.get("id")
+        return Call(endpoint, rows, functools.partial(infer, endpoint, columns, rows, request_id, self.version))
 
     def error_body(self, error: ServiceError, request_id: str, extra: dict[str, Any]) -> dict[str, Any]:
         return {"error": error.message, "request_id": request_id, **extra}
 
 
-def server_routes(static: Any, name: str, version: str) -> list[BaseRoute]:
+def server_routes(static: Any, name: str, version: str, unready: Any | None) -> list[BaseRoute]:
+    """The server's own routes; ``unready``, if given, answers readiness (503 with the reason) instead."""
     return [
         Route("/v2", static({"name": name, "version": version, "extensions": []})),
         Route("/v2/health/live", static({"live": True})),
-        Route("/v2/health/ready", static({"ready": True})),
+        Route("/v2/health/ready", unready or static({"ready": True})),
     ]
 
 
@@ -96,17 +103,10 @@ def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
     }
 
 
-def batch_size(request: Any) -> int:
-    """The first dimension of the first input tensor (0 when the request has none to read)."""
-    try:
-        return int(request["inputs"][0]["shape"][0])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return 0
-
-
-def infer(endpoint: Endpoint, request: Any, version: str) -> dict[str, Any]:
-    """The response to ``POST /v2/models/<name>/infer``; runs in a worker thread."""
-    columns, rows = _columns(endpoint, request)
+def infer(
+    endpoint: Endpoint, columns: dict[str, list[Any]], rows: int, request_id: Any, version: str
+) -> dict[str, Any]:
+    """The response to ``POST /v2/models/<name>/infer``, from its checked tensors; runs on the executor."""
     invoker = endpoint.invoker
     if endpoint.signature.dataframe:
         records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
@@ -114,7 +114,7 @@ def infer(endpoint: Endpoint, request: Any, version: str) -> dict[str, Any]:
     else:
         results = [invoker.call_named({name: column[i] for name, column in columns.items()}) for i in range(rows)]
     response = {"model_name": endpoint.name, "model_version": version, "outputs": [_tensor("output", results)]}
-    return response | ({"id": request["id"]} if "id" in request else {})
+    return response | ({} if request_id is None else {"id": request_id})
 
 
 def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], int]:
@@ -123,10 +123,20 @@ def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], in
     names = [p.name for p in endpoint.signature.parameters]
     tensors = request["inputs"]
     dataframe = endpoint.signature.dataframe
-    if len(tensors) == 1 and len(names) == 1 and tensors[0].get("name") not in names and not dataframe:
+    if (
+        len(tensors) == 1
+        and len(names) == 1
+        and isinstance(tensors[0], dict)
+        and tensors[0].get("name") not in names
+        and not dataframe
+    ):
         tensors = [{**tensors[0], "name": names[0]}]  # one unnamed input for a one-parameter function
     columns: dict[str, list[Any]] = {}
     for tensor in tensors:
+        if not isinstance(tensor, dict):
+            raise BadRequest(
+                f"every input is a tensor object {{name, shape, datatype, data}}; got {json.dumps(tensor)[:80]}"
+            )
         name = tensor.get("name")
         if not isinstance(name, str) or (name not in names and not dataframe):
             raise BadRequest(f"input {name!r} is not a parameter of {endpoint.name}; its inputs are {names}")
@@ -143,23 +153,44 @@ def _wants_string(endpoint: Endpoint, name: str) -> bool:
 
 def _rows(tensor: dict[str, Any], wants_string: bool) -> list[Any]:
     shape, data = tensor.get("shape"), tensor.get("data")
-    if not isinstance(shape, list) or not shape or not isinstance(data, list):
-        raise BadRequest(f"input {tensor.get('name')!r} needs a shape (a non-empty list) and data (a list)")
+    if not _is_shape(shape) or not isinstance(data, list):
+        raise BadRequest(
+            f"input {tensor.get('name')!r} needs a shape (1 to {MAX_DIMENSIONS} sizes, 0 or more) and data"
+        )
     flat = _flatten(data)
     if math.prod(shape) != len(flat):
         raise BadRequest(f"input {tensor['name']!r} has shape {shape} but {len(flat)} values")
     if tensor.get("datatype") == "BYTES" and not wants_string:
         try:
-            flat = [json.loads(value) if isinstance(value, str) else value for value in flat]
-        except json.JSONDecodeError as exc:
+            flat = [strict_loads(value) if isinstance(value, str) else value for value in flat]
+        except (ValueError, RecursionError) as exc:
             raise BadRequest(
-                f"input {tensor['name']!r} is BYTES holding JSON, and a value is not JSON ({exc})"
+                f"input {tensor['name']!r} is BYTES holding JSON, and a value is not standard JSON ({exc})"
             ) from None
     return _reshape(flat, shape)
 
 
+MAX_DIMENSIONS = 32
+
+
+def _is_shape(shape: Any) -> TypeGuard[list[int]]:
+    sizes = isinstance(shape, list) and 0 < len(shape) <= MAX_DIMENSIONS
+    return sizes and all(type(size) is int and size >= 0 for size in shape)
+
+
 def _flatten(data: list[Any]) -> list[Any]:
-    return [leaf for item in data for leaf in (_flatten(item) if isinstance(item, list) else [item])]
+    """The leaves of nested lists, in order (without recursion: the nesting is the client's to choose)."""
+    flat: list[Any] = []
+    pending = [iter(data)]
+    while pending:
+        for item in pending[-1]:
+            if isinstance(item, list):
+                pending.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            pending.pop()
+    return flat
 
 
 def _reshape(flat: list[Any], shape: list[int]) -> list[Any]:
@@ -184,5 +215,5 @@ def _tensor(name: str, results: list[Any]) -> dict[str, Any]:
         datatype = "FP64"
     else:
         datatype = "BYTES"
-        inner = [v if isinstance(v, str) else json.dumps(v, default=str) for v in inner]
+        inner = [v if isinstance(v, str) else encode_json(v).decode() for v in inner]  # Unencodable, as on /v1
     return {"name": name, "datatype": datatype, "shape": shape, "data": inner}

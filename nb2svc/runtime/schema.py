@@ -66,17 +66,6 @@ class Signature:
     def required(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.parameters if p.required)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "parameters": [
-                {"name": p.name, "schema": p.schema, "required": p.required}
-                | ({} if p.required or not _jsonable(p.default) else {"default": p.default})
-                for p in self.parameters
-            ],
-            "returns": self.returns,
-            "dataframe": self.dataframe,
-        }
-
 
 def read_signature(function: Callable[..., Any]) -> Signature:
     """The parameters of ``function`` with their schemas and converters, and the schema of its result."""
