@@ -573,3 +573,22 @@ def test_one_unready_service_does_not_stop_another(tmp_path: Path) -> None:
         assert client.post("/v2/models/triple/infer", json={}).status_code == 503
         assert client.get("/ready").status_code == 503
         assert client.get("/v2/health/ready").status_code == 503
+
+
+def test_a_value_that_does_not_fit_its_recorded_column_dtype_is_a_422_naming_the_column(tmp_path: Path) -> None:
+    pytest.importorskip("pandas")
+    from nb2svc.runtime.manifest import RecordedFrame, read_manifest
+
+    from helpers import write_manifest
+
+    service = make_service(tmp_path, table_in_table_out=table_in_table_out)
+    manifest = read_manifest(service)
+    frame = RecordedFrame(columns=("a",), dtypes={"a": "int64"})  # the notebook passed integers
+    endpoint = dataclasses.replace(manifest.endpoints[0], recorded_frame=frame)
+    write_manifest(service, dataclasses.replace(manifest, endpoints=(endpoint,)))
+    with TestClient(create_app(service)) as client:
+        refused = post(client, "table_in_table_out", {"data": [{"a": 29.5}]})
+        assert refused.status_code == 422  # never truncated to 29
+        assert refused.json()["error"]["message"].startswith("parameter 'table[0].a' must be integer")
+        answered = post(client, "table_in_table_out", {"data": [{"a": 29}]})
+        assert answered.json() == {"data": [{"a": 29, "total": 58}]}
