@@ -201,3 +201,17 @@ def test_uv_and_pip_compile_lock_the_same_pins_with_the_same_hashes(only_the_pac
     assert {"scikit-learn", "numpy", "scipy", "joblib", "starlette", "anyio", "uvicorn", "h11"} <= set(locked["uv"])
     assert all(hashes for _, hashes in locked["uv"].values())
     assert locked["uv"] == locked["pip-compile"]
+
+
+@pytest.mark.network
+def test_the_lock_cache_is_keyed_on_the_requirements_not_on_their_reasons(
+    tmp_path: Path, only_the_package_index: None
+) -> None:
+    spec = f"attrs=={version('attrs')}"
+    options = LockOptions(cache_dir=tmp_path)
+    first = lock_requirements((entry(spec, "notebook", "loading score (attrs)"),), PYTHON, options, sys.executable)
+    other = lock_requirements((entry(spec, "notebook", "loading predict (attrs)"),), PYTHON, options, sys.executable)
+    assert "loading predict (attrs)" in other.requirements_in  # the comments differ...
+    assert (first.cached, other.cached) == (False, True)  # ...and the second build takes the first one's lock
+    changed = lock_requirements((entry("attrs>=20", "user", "--python-package"),), PYTHON, options, sys.executable)
+    assert changed.cached is False

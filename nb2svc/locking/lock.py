@@ -116,8 +116,14 @@ def _pinned(
     return text, False
 
 
+def _specs(requirements_in: str) -> list[str]:
+    """What the resolver reads of requirements.in: its requirement lines, not the reasons in its comments."""
+    lines = (line.split(" #", 1)[0].strip() for line in requirements_in.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def _cache_key(requirements_in: str, python_version: str, options: LockOptions, backend: LockBackend) -> str:
-    material = json.dumps([requirements_in, python_version, options.index_lines(), backend.tool, sys.platform])
+    material = json.dumps([_specs(requirements_in), python_version, options.index_lines(), backend.tool, sys.platform])
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
