@@ -54,6 +54,7 @@ def call(client: TestClient, name: str, data: Any) -> Any:
         ("counts", {"a": 1, "b": 2}, 3),
         ("mean", {"values": [[1, 2], [3, 4]]}, 2002.5),  # a 2-D numpy array: by name, since [[...]] is a batch
         ("score", [{"rooms": 1, "area": 30}, {"rooms": 2, "area": 45.5}], [40.0, 65.5]),  # records -> one DataFrame
+        ("score", {"rooms": 1, "area": 30}, [40.0]),  # one record -> a one-row DataFrame
     ],
 )
 def test_request_modes_and_types(client: TestClient, name: str, data: Any, answer: Any) -> None:

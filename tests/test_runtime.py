@@ -592,3 +592,36 @@ def test_a_value_that_does_not_fit_its_recorded_column_dtype_is_a_422_naming_the
         assert refused.json()["error"]["message"].startswith("parameter 'table[0].a' must be integer")
         answered = post(client, "table_in_table_out", {"data": [{"a": 29}]})
         assert answered.json() == {"data": [{"a": 29, "total": 58}]}
+        one_record = post(client, "table_in_table_out", {"data": {"a": 29}})  # a one-row table
+        assert one_record.json() == {"data": [{"a": 29, "total": 58}]}
+        refused = post(client, "table_in_table_out", {"data": {"a": 29.5}})
+        assert refused.json()["error"]["message"].startswith("parameter 'table.a' must be integer")
+
+
+def unlucky(table: pd.DataFrame) -> list[int]:
+    if (table["a"] == 13).any():
+        raise ValueError("13 is unlucky")
+    doubled: list[int] = (table["a"] * 2).tolist()
+    return doubled
+
+
+def test_a_dataframe_batch_answers_every_row_it_can(tmp_path: Path) -> None:
+    from nb2svc.runtime.manifest import RecordedFrame, read_manifest
+
+    from helpers import write_manifest
+
+    service = make_service(tmp_path, unlucky=unlucky)
+    manifest = read_manifest(service)
+    endpoint = dataclasses.replace(manifest.endpoints[0], recorded_frame=RecordedFrame(("a",), {"a": "int64"}))
+    write_manifest(service, dataclasses.replace(manifest, endpoints=(endpoint,)))
+    with TestClient(create_app(service)) as client:
+        rows = [["r1", {"a": 1}], ["r2", {"a": "x"}], ["r3", {"a": 13}], ["r4", {"a": 4}], ["r5", 7], ["r6", {"a": 6}]]
+        response = post(client, "unlucky", {"data": rows})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["data"] == [["r1", 2], ["r2", None], ["r3", None], ["r4", 8], ["r5", None], ["r6", 12]]
+    errors = dict((row_id, error) for row_id, error in body["errors"])
+    assert errors["r2"]["type"] == "validation_error" and "'table.a' must be integer" in errors["r2"]["message"]
+    assert errors["r3"] == {"type": "ValueError", "message": "13 is unlucky"}
+    assert errors["r5"]["type"] == "validation_error" and "[id, record]" in errors["r5"]["message"]
+    assert list(errors) == ["r2", "r3", "r5"]

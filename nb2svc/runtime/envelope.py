@@ -118,13 +118,7 @@ def data_schema(signature: Signature) -> dict[str, Any]:
         forms.append(
             {"allOf": [first, {"not": {"anyOf": taken_elsewhere}}]} if first else {"not": {"anyOf": taken_elsewhere}}
         )
-    return {"anyOf": [*forms, _dataframe_batch(parameters[0].schema) if signature.dataframe else BATCH]}
-
-
-def _dataframe_batch(table: dict[str, Any]) -> dict[str, Any]:
-    """A DataFrame endpoint's batch is one call: every row must be [id, record]."""
-    row = {"type": "array", "prefixItems": [{}, table.get("items", {"type": "object"})], "minItems": 2, "maxItems": 2}
-    return {**BATCH, "items": row}
+    return {"anyOf": [*forms, BATCH]}
 
 
 def _keywords(signature: Signature) -> dict[str, Any]:

@@ -89,13 +89,54 @@ class Invoker:
             raise CallFailed(exc) from exc
 
     def _dataframe_batch(self, batch: Batch) -> BatchAnswer:
-        """One call for the whole batch: the rows' records become one table."""
+        """One call for the whole batch, the rows' records one table; a row that fails does not fail the others.
+
+        Each row's record is validated on its own; when the call for the table raises, the table is split
+        in halves and each half called again, until the rows at fault are found (each alone).
+        """
         name = self.signature.parameters[0].name
-        records = [row[name] for row in batch.rows if not isinstance(row, BindingError)]
-        results = per_row(self._call(self.arguments({name: records})))
-        if len(results) != len(batch.ids):
-            raise CallFailed(ValueError(f"a batch of {len(batch.ids)} rows gave {len(results)} results"))
-        return BatchAnswer([[row_id, result] for row_id, result in zip(batch.ids, results, strict=True)], [])
+        failed: dict[int, BindingError | CallFailed] = {}
+        valid: list[tuple[int, Any]] = []
+        for index, row in enumerate(batch.rows):
+            try:
+                valid.append((index, self._record(name, row)))
+            except BindingError as exc:
+                failed[index] = exc
+        results = dict(self._table_results(name, valid, failed))
+        answers = [[row_id, results.get(index)] for index, row_id in enumerate(batch.ids)]
+        errors = [[batch.ids[index], failed[index].body()] for index in sorted(failed)]
+        return BatchAnswer(answers, errors)
+
+    def _record(self, name: str, row: dict[str, Any] | BindingError) -> Any:
+        if isinstance(row, BindingError):
+            raise row
+        record = row[name]
+        if not isinstance(record, dict):
+            raise BindingError(
+                f"a row of a batch for a DataFrame endpoint is [id, record]; got {json.dumps(record)[:80]}", name
+            )
+        if name in self._validators:
+            self._validators[name](name, record)
+        return record
+
+    def _table_results(
+        self, name: str, rows: list[tuple[int, Any]], failed: dict[int, BindingError | CallFailed]
+    ) -> list[tuple[int, Any]]:
+        """``(row index, result)`` for the rows whose table answers; the others go into ``failed``."""
+        if not rows:
+            return []
+        try:
+            outcome = self._call(self.arguments({name: [record for _, record in rows]}))
+        except (BindingError, CallFailed) as exc:
+            if len(rows) == 1:
+                failed[rows[0][0]] = exc
+                return []
+            half = len(rows) // 2
+            return self._table_results(name, rows[:half], failed) + self._table_results(name, rows[half:], failed)
+        results = per_row(outcome)
+        if len(results) != len(rows):
+            raise CallFailed(ValueError(f"a table of {len(rows)} rows gave {len(results)} results"))
+        return [(index, result) for (index, _), result in zip(rows, results, strict=True)]
 
 
 def per_row(results: Any) -> list[Any]:

@@ -204,7 +204,11 @@ def schema_for(annotation: Any) -> dict[str, Any]:
     if hasattr(annotation, "model_json_schema"):  # a pydantic model
         return dict(annotation.model_json_schema())
     if _is_dataframe(annotation):
-        return {"type": "array", "items": {"type": "object"}, "description": "a table: one object per row (records)"}
+        return {
+            "type": ["array", "object"],
+            "items": {"type": "object"},
+            "description": "a table: one object per row (records), or one record for a one-row table",
+        }
     if _named(annotation, "numpy", "ndarray"):
         return {"type": "array", "description": "a numpy array, as nested lists"}
     return ANY
