@@ -160,8 +160,11 @@ def _print_build(result: BuildResult) -> None:
     echo = functools.partial(click.echo, err=True)
     echo(f"built {result.service_dir} in {result.seconds:.1f}s")
     for endpoint in result.manifest.endpoints:
-        count = len(endpoint.examples)
-        echo(f"  POST {endpoint.route}  {endpoint.name}{endpoint.signature}  ({count} example{'s' * (count != 1)})")
+        examples = _counted(len(endpoint.examples), "example")
+        calls = f" from {_counted(endpoint.calls_seen, 'call')}" if endpoint.calls_seen else ""
+        echo(f"  POST {endpoint.route}  {endpoint.name}{endpoint.signature}  ({examples}{calls})")
+        for reason in endpoint.unrecorded:
+            echo(f"      a call not recorded: {reason}")
     echo("requirements, and why:")
     for requirement in result.requirements:
         echo(f"  {requirement.spec:32} {'; '.join(reason.text for reason in requirement.reasons)}")
@@ -172,7 +175,20 @@ def _print_build(result: BuildResult) -> None:
     echo(f"serve it with: nb2svc serve {result.service_dir}")
 
 
+def _counted(count: int, thing: str) -> str:
+    return f"{count} {thing}{'s' * (count != 1)}"
+
+
 def _print_verified(result: VerifyResult) -> None:
+    if not result.checks and result.calls_seen:
+        reasons = "".join(f"\n  {reason}" for reason in result.unrecorded)
+        click.echo(
+            "verified: the lock installed and the service started, but no answers were compared: the notebook "
+            f"called its endpoints {result.calls_seen} times and no call could be recorded as a request:{reasons}\n"
+            "Do what each reason says, or build with --example ENDPOINT JSON.",
+            err=True,
+        )
+        return
     if not result.checks:
         click.echo(
             "verified: the lock installed and the service started, but no examples were recorded, so no answers "

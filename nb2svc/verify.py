@@ -47,6 +47,8 @@ class VerifyResult:
     checks: tuple[ExampleCheck, ...]
     install_seconds: float
     seconds: float
+    calls_seen: int = 0  # the calls the notebook made of its endpoints
+    unrecorded: tuple[str, ...] = ()  # "endpoint: why a call could not be recorded"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,8 @@ class VerifyResult:
                 {"endpoint": c.endpoint, "number": c.number, "passed": c.passed, "difference": c.difference}
                 for c in self.checks
             ],
+            "calls_seen": self.calls_seen,
+            "unrecorded": list(self.unrecorded),
             "install_seconds": round(self.install_seconds, 3),
             "seconds": round(self.seconds, 3),
         }
@@ -84,7 +88,15 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
         with _serving(environment, service_dir) as base_url:
             _require_ready(base_url)
             checks = tuple(_replay(base_url, manifest, on_check or (lambda _: None)))
-    result = VerifyResult(service_dir, manifest.python.minor, checks, install_seconds, time.perf_counter() - started)
+    result = VerifyResult(
+        service_dir,
+        manifest.python.minor,
+        checks,
+        install_seconds,
+        time.perf_counter() - started,
+        calls_seen=sum(endpoint.calls_seen for endpoint in manifest.endpoints),
+        unrecorded=tuple(f"{e.name}: {reason}" for e in manifest.endpoints for reason in e.unrecorded),
+    )
     failed = [check for check in checks if not check.passed]
     if failed:
         raise VerifyMismatch(

@@ -112,3 +112,25 @@ def test_a_service_without_examples_still_installs_and_starts(tmp_path: Path) ->
 )
 def test_compare(expected: object, actual: object, difference: str | None) -> None:
     assert compare(expected, actual) == difference
+
+
+def test_verify_compares_the_examples_recorded_from_numpy_calls(tmp_path: Path) -> None:
+    nb2svc.build(FIXTURES / "numpy_calls.ipynb", tmp_path / "service")
+    result = run("verify", str(tmp_path / "service"))
+    assert result.exit_code == 0, result.output
+    assert 'ok   score_features #3 {"data": {"a": 7.5, "b": 8.0, "c": 9.25}}' in result.stderr
+    assert "verified: 6 examples answered as in the training kernel" in result.stderr
+
+
+def test_verify_with_nothing_recorded_says_which_calls_and_why(tmp_path: Path) -> None:
+    nb2svc.build(FIXTURES / "unrecordable_calls.ipynb", tmp_path / "service")
+    result = run("verify", str(tmp_path / "service"), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["examples"] == [] and report["calls_seen"] == 2
+    assert report["unrecorded"] == [
+        "norm: argument 'row' is a numpy array, and the service would pass a list: annotate it numpy.ndarray"
+    ]
+    text = run("verify", str(tmp_path / "service")).stderr
+    assert "the notebook called its endpoints 2 times and no call could be recorded as a request" in text
+    assert "Call the endpoint in a notebook cell" not in text

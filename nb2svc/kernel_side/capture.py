@@ -93,6 +93,8 @@ def _endpoint(
         dataframe=described.dataframe,
         recorded_frame=recorded.frame,
         examples=tuple(examples),
+        calls_seen=recorded.seen,
+        unrecorded=tuple(recorded.unrecorded),
     )
 
 

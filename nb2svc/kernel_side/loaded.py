@@ -11,7 +11,15 @@ from .. import in_fresh_python
 
 
 def loaded_modules() -> list[str]:
-    """The modules loaded in the kernel right now."""
+    """The modules loaded in the kernel right now, before the notebook's cells.
+
+    The runtime's validator (fastjsonschema), which the recorder uses to read calls as the service
+    would, is loaded first where it is installed: it is the service's need, not the notebook's.
+    """
+    try:
+        import fastjsonschema  # noqa: F401  (loaded for the recorder, before the snapshot)
+    except ImportError:
+        pass
     return sorted(sys.modules)
 
 

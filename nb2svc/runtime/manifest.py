@@ -73,6 +73,8 @@ class EndpointDescription:
     dataframe: bool  # one parameter, a pandas DataFrame: a batch is one call
     recorded_frame: RecordedFrame | None = None
     examples: tuple[Example, ...] = ()
+    calls_seen: int = 0  # the calls the notebook made of it, recorded or not
+    unrecorded: tuple[str, ...] = ()  # why calls could not be recorded as examples, each reason once
 
     @property
     def route(self) -> str:
