@@ -625,3 +625,22 @@ def test_a_dataframe_batch_answers_every_row_it_can(tmp_path: Path) -> None:
     assert errors["r3"] == {"type": "ValueError", "message": "13 is unlucky"}
     assert errors["r5"]["type"] == "validation_error" and "[id, record]" in errors["r5"]["message"]
     assert list(errors) == ["r2", "r3", "r5"]
+
+
+def half(x: float) -> float:
+    return x / 2
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (2**53 + 1, "9007199254740993 has no exact float value"),
+        (10**400, "an integer of 1329 bits is beyond a float's range"),
+    ],
+)
+def test_an_integer_no_float_holds_is_refused_not_rounded(tmp_path: Path, data: int, message: str) -> None:
+    with TestClient(create_app(make_service(tmp_path, half=half))) as client:
+        assert post(client, "half", {"data": 2**53}).json() == {"data": 2**52}  # exact: accepted
+        refused = post(client, "half", {"data": data})
+    assert refused.status_code == 422
+    assert message in refused.json()["error"]["message"]

@@ -250,7 +250,7 @@ def _converter(annotation: Any) -> Callable[[Any], Any]:
         collection: type[set[Any]] | type[frozenset[Any]] = origin
         return collection
     if annotation is float:
-        return lambda value: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        return _float_exactly
     if annotation is int:  # JSON Schema counts 1.0 as an integer
         return lambda value: int(value) if isinstance(value, float) else value
     simple = _FROM_JSON.get(annotation)
@@ -263,6 +263,21 @@ _FROM_JSON: dict[Any, Callable[[Any], Any]] = {
     datetime.datetime: datetime.datetime.fromisoformat,
     datetime.date: datetime.date.fromisoformat,
 }
+
+
+def _float_exactly(value: Any) -> Any:
+    """An integer as the float of the same value; one that no float holds exactly is refused, never rounded."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return value
+    try:
+        converted = float(value)
+    except OverflowError:
+        raise ValueError(f"an integer of {value.bit_length()} bits is beyond a float's range") from None
+    if converted != value:
+        raise ValueError(
+            f"{value} has no exact float value (floats hold every integer only up to 2**53): refused, not rounded"
+        )
+    return converted
 
 
 def unchanged(value: Any) -> Any:
