@@ -107,6 +107,9 @@ class _Recorder:
         except self._errors.Unencodable as exc:
             self._unrecorded(f"its answer cannot be sent as JSON ({exc.message})")
             return
+        except Exception as exc:  # whatever encoding an odd object raises: the notebook's call still answers
+            self._unrecorded(f"its answer cannot be sent as JSON ({type(exc).__name__}: {exc})")
+            return
         self.recording.examples.append(self._manifest.Example(request=request, response=response))
 
     def _unrecorded(self, reason: str) -> None:
@@ -133,6 +136,8 @@ class _Recorder:
             self._unrecorded(str(exc))
         except TypeError as exc:  # the call does not fit the signature: the function raises it itself
             self._unrecorded(f"the call does not fit the signature ({exc})")
+        except Exception as exc:  # an argument whose encoding or comparison raises: the notebook's call goes on
+            self._unrecorded(f"its arguments could not be compared with the request ({type(exc).__name__}: {exc})")
         return None
 
     def _sent(self, name: str, value: Any) -> Any:
