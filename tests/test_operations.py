@@ -164,3 +164,22 @@ def test_cors_only_for_configured_origins(tmp_path: Path) -> None:
     with client_for(tmp_path / "cors", cors_origins=("https://app.example",)) as client:
         answer = client.options("/v1/double/latest", headers=preflight)
         assert answer.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_a_setting_that_cannot_be_read_is_refused_naming_its_variable(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from nb2svc.cli import cli
+    from nb2svc.runtime.settings import SettingError
+
+    assert Settings.from_environment({"NB2SVC_DEBUG": "on", "NB2SVC_TIMEOUT": "2.5"}) == Settings(
+        debug=True, timeout_seconds=2.5
+    )
+    with pytest.raises(SettingError, match="NB2SVC_DEBUG='banana' \\(what --debug sets\\) cannot be used"):
+        Settings.from_environment({"NB2SVC_DEBUG": "banana"})
+    service = make_service(tmp_path, runnable=True, double=double)
+    refused = CliRunner().invoke(cli, ["serve", str(service)], env={"NB2SVC_MAX_BODY_BYTES": "lots"})
+    assert refused.exit_code == 2
+    assert "NB2SVC_MAX_BODY_BYTES='lots' (what --max-body-bytes sets) cannot be used" in refused.stderr
+    flag = CliRunner().invoke(cli, ["serve", str(service), "--timeout", "-1"])
+    assert flag.exit_code == 2 and "must be a number of seconds above 0" in flag.stderr

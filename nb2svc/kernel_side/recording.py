@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .failures import type_name as _type_name
 from .runtime import runtime_module
 
 MAX_EXAMPLES = 10  # per endpoint: the first distinct calls the notebook makes
@@ -124,14 +125,16 @@ class _Recorder:
             if self._invoker.signature.dataframe:
                 return self._table_request(bound)
             encoded = {name: self._sent(name, value) for name, value in bound.items()}
+            # {"data": x} for one argument, else by name; the first form's reason is the one reported
+            candidates = [*encoded.values(), encoded] if len(encoded) == 1 else [encoded]
             reasons = []
-            for data in (next(iter(encoded.values())) if len(encoded) == 1 else None, encoded):
+            for data in candidates:
                 try:
                     self._check_read_back(data, bound)
                     return {"data": data}
                 except _Unrecordable as exc:
                     reasons.append(str(exc))
-            raise _Unrecordable(reasons[-1] if len(encoded) != 1 else reasons[0])
+            raise _Unrecordable(reasons[0])
         except _Unrecordable as exc:
             self._unrecorded(str(exc))
         except TypeError as exc:  # the call does not fit the signature: the function raises it itself
@@ -226,8 +229,3 @@ def _is_array(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _type_name(value: Any) -> str:
-    kind = type(value)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"

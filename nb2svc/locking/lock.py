@@ -107,7 +107,7 @@ def _pinned(
     """The backend's pins, and whether they came from the cache (a cacheable backend's earlier answer)."""
     if not backend.cacheable:
         return backend.pin(requirements_in, requirements), False
-    key = _cache_key(requirements_in, python_version, options, backend)
+    key = _cache_key(requirements, python_version, options, backend)
     cache = (options.cache_dir or default_cache_dir()) / f"{key}.txt"
     if cache.is_file():
         return cache.read_text(encoding="utf-8"), True
@@ -116,14 +116,12 @@ def _pinned(
     return text, False
 
 
-def _specs(requirements_in: str) -> list[str]:
-    """What the resolver reads of requirements.in: its requirement lines, not the reasons in its comments."""
-    lines = (line.split(" #", 1)[0].strip() for line in requirements_in.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def _cache_key(requirements_in: str, python_version: str, options: LockOptions, backend: LockBackend) -> str:
-    material = json.dumps([_specs(requirements_in), python_version, options.index_lines(), backend.tool, sys.platform])
+def _cache_key(
+    requirements: tuple[RequirementEntry, ...], python_version: str, options: LockOptions, backend: LockBackend
+) -> str:
+    """What the resolver reads: the requirement lines, not the reasons written as comments beside them."""
+    specs = [requirement.spec for requirement in requirements]
+    material = json.dumps([specs, python_version, options.index_lines(), backend.tool, sys.platform])
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 

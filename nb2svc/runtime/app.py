@@ -47,8 +47,8 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     loaded = [s for s in services if isinstance(s, LoadedService)]
     unready = [s for s in services if isinstance(s, UnreadyService)]
     version = loaded[0].manifest.version if len(loaded) == 1 and not unready else ""
-    default = Service(version, settings, ThreadExecutor(settings.max_concurrent, settings.timeout_seconds), metrics)
-    default.headers = {"X-Model-Version": version} if version else {}
+    executor = ThreadExecutor(settings.max_concurrent, settings.timeout_seconds)
+    default = Service(version, settings, executor, metrics, {"X-Model-Version": version} if version else {})
     served = [(s, _service(s, default)) for s in loaded]
     routes: list[BaseRoute] = []
     for service, answering in served:  # the predict routes first: the router tries routes in order

@@ -21,7 +21,7 @@ from .errors import BadRequest, BodyTimedOut, ClientClosed, TooLarge
 from .settings import Settings
 
 # A float can overflow only if it has an exponent or hundreds of digits: only then is each float checked.
-_MIGHT_OVERFLOW = re.compile(rb"[eE]|\d{300}")
+_MIGHT_OVERFLOW = re.compile(r"[eE]|\d{300}")
 
 
 def _not_json(constant: str) -> Any:
@@ -41,15 +41,14 @@ _CHECKING_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_fini
 
 def strict_loads(text: str) -> Any:
     """The value of standard JSON ``text``; ValueError (or RecursionError) for anything else."""
-    decoder = _CHECKING_DECODER if _MIGHT_OVERFLOW.search(text.encode()) else _DECODER
+    decoder = _CHECKING_DECODER if _MIGHT_OVERFLOW.search(text) else _DECODER
     return decoder.decode(text)
 
 
 def parse_json(body: bytes) -> Any:
     """The JSON value of ``body``; BadRequest for anything that is not standard JSON, whatever its shape."""
-    decoder = _CHECKING_DECODER if _MIGHT_OVERFLOW.search(body) else _DECODER
     try:
-        return decoder.decode(body.decode("utf-8"))
+        return strict_loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: it is not UTF-8 ({exc})") from None
     except RecursionError:

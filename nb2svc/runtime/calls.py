@@ -37,19 +37,13 @@ class RequestProtocol(Protocol):
 
 @dataclass
 class Service:
-    """What answering a loaded service's requests takes: its settings, executors, metrics and headers.
-
-    ``executors`` names the endpoints whose calls go to an executor other than ``executor``."""
+    """What answering a loaded service's requests takes: its settings, executor, metrics and headers."""
 
     version: str
     settings: Settings
     executor: Executor
     metrics: Metrics
     headers: dict[str, str] = field(default_factory=dict)
-    executors: dict[str, Executor] = field(default_factory=dict)
-
-    def executor_for(self, endpoint: str) -> Executor:
-        return self.executors.get(endpoint, self.executor)
 
     def json(self, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return Response(encode_json(payload), status, headers or self.headers, "application/json")
@@ -65,7 +59,7 @@ async def answer(request: Request, service: Service, endpoint: Endpoint, protoco
     if call.rows > limit:
         raise TooLarge(f"the batch has {call.rows} rows; the limit is {limit} (NB2SVC_MAX_BATCH_ROWS)")
     try:
-        result = await service.executor_for(endpoint.name).run(call)
+        result = await service.executor.run(call)
         for _, error in result.get("errors", ()):  # rows whose call raised (not those that failed validation)
             if error["type"] != "validation_error":
                 service.metrics.errors.labels(endpoint.name, error["type"]).inc()

@@ -116,8 +116,10 @@ def _with_recorded_frame(signature: Signature, frame: RecordedFrame | None) -> S
         ]
         return table[columns].astype({c: t for c, t in frame.dtypes.items() if c in table.columns})
 
-    columns = {c: _COLUMN_SCHEMAS.get(t, {}) for c, t in frame.dtypes.items()}
-    record = {"type": "object", "properties": columns, "required": list(frame.columns)}
-    # the records' rule, for a list of records (items) and for one record (properties, required) alike
-    schema = {**parameter.schema, "items": record, "properties": columns, "required": list(frame.columns)}
+    rule = {
+        "properties": {c: _COLUMN_SCHEMAS.get(t, {}) for c, t in frame.dtypes.items()},
+        "required": list(frame.columns),
+    }
+    # the records' rule, for a list of records (items) and for one record alike
+    schema = {**parameter.schema, "items": {"type": "object", **rule}, **rule}
     return dataclasses.replace(signature, parameters=(dataclasses.replace(parameter, convert=convert, schema=schema),))

@@ -15,12 +15,10 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .endpoint import Endpoint
 from .errors import Busy, TimedOut
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,20 +52,17 @@ class ThreadExecutor:
         )
 
     async def run(self, call: Call) -> dict[str, Any]:
-        return await self.run_function(call.run)
-
-    async def run_function(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` on one of the threads, within the time limit."""
+        """``call.run()`` on one of the threads, within the time limit."""
         if self.busy >= self.size:
             raise Busy(f"all {self.size} prediction slots are busy (NB2SVC_MAX_CONCURRENT); retry shortly")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.busy += 1
         if self.busy > self._threads:
             self._threads += 1
             threading.Thread(target=self._work, name=f"nb2svc-call-{self._threads}", daemon=True).start()
         future.add_done_callback(self._finished)
-        self._tasks.put((lambda: function(*args), loop, future))
+        self._tasks.put((call.run, loop, future))
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:

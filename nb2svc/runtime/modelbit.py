@@ -18,7 +18,7 @@ from .envelope import is_batch, read_data
 from .errors import NotFound, ServiceError
 from .executor import Call
 from .invoke import answer as call_endpoint
-from .manifest import Manifest
+from .manifest import Manifest, plain
 
 
 class Modelbit:
@@ -75,16 +75,12 @@ def info(manifest: Manifest, endpoint: Endpoint) -> dict[str, Any]:
         "name": endpoint.name,
         "version": manifest.version,
         "signature": described.signature,
-        "notebook": {"file": manifest.notebook.file, "sha256": manifest.notebook.sha256},
+        "notebook": plain(manifest.notebook),
         "cell": described.cell,
         "parameters": manifest.parameters,
         "built_at": manifest.built_at,
         "nb2svc_version": manifest.nb2svc_version,
-        "python": {
-            "version": manifest.python.version,
-            "minor": manifest.python.minor,
-            "implementation": manifest.python.implementation,
-        },
+        "python": plain(manifest.python),
         "packages": manifest.imported_packages(),
         "artifact": {"path": described.artifact, "sha256": described.sha256, "bytes": described.bytes},
     }
