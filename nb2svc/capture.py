@@ -100,6 +100,14 @@ def _capture_failed(executed: ExecutedNotebook, failure: failures.Failure) -> Ca
             endpoint=endpoint,
             cell=cell,
         )
+    if isinstance(failure, failures.NotBatchable):
+        return CaptureFailed(
+            f"endpoint {endpoint!r} (cell {cell} of {notebook}) is marked batchable but cannot take a batch: "
+            f"{failure.problem}. Use @nb2svc.batch on a function of one list (or DataFrame) parameter.",
+            reason=failure.reason,
+            endpoint=endpoint,
+            cell=cell,
+        )
     return CaptureFailed(
         f"endpoint {endpoint!r} (cell {cell} of {notebook}) cannot be serialized: it references "
         f"{failure.variable!r}, a {failure.type}, which cannot be pickled ({failure.exception}).\n"

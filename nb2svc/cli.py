@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nb2svc import __version__
-from nb2svc.build import BuildResult, build
 from nb2svc.errors import Nb2svcError
 from nb2svc.execute import CellProgress
 from nb2svc.locking import DEFAULT_RESOLVER, RESOLVERS, LockOptions, ResolverName
+from nb2svc.pipeline import BuildResult, build
 from nb2svc.runtime.settings import SETTINGS, Setting, Settings
 from nb2svc.serve import serve
-from nb2svc.verify import ExampleCheck, VerifyResult, verify
+from nb2svc.verification import ExampleCheck, VerifyResult, verify
 
 
 @click.group(context_settings={"auto_envvar_prefix": "NB2SVC", "help_option_names": ["-h", "--help"]})

@@ -20,6 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from nb2svc.runtime.app import create_app
+from nb2svc.runtime.manifest import MANIFEST_FORMAT
 
 from helpers import make_service
 
@@ -392,7 +393,7 @@ def test_a_manifest_of_a_newer_format_says_so(tmp_path: Path) -> None:
     service = make_service(tmp_path, double=double)
     edit_manifest(service, lambda m: m.update(manifest_format=99, nb2svc_version="9.0"))
     assert_up_but_not_ready(
-        service, "manifest.json is format 99 (written by nb2svc 9.0) and this runtime reads format 2"
+        service, f"manifest.json is format 99 (written by nb2svc 9.0) and this runtime reads format {MANIFEST_FORMAT}"
     )
     with TestClient(create_app(service)) as client:
         assert client.get("/ready").json()["error"]["kind"] == "manifest"

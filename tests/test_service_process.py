@@ -14,7 +14,7 @@ import httpx2 as httpx
 import pytest
 
 from nb2svc.errors import ServiceDidNotStart, VerifyMismatch
-from nb2svc.verify import _require_ready
+from nb2svc.verification import _require_ready
 
 from helpers import make_service, running_server
 

@@ -71,6 +71,9 @@ def _endpoint(
     function = namespace.get(name)
     if not callable(function):
         raise _Failed(failures.NotCallable(endpoint=name, type=failures.type_name(function)))
+    problem = runtime_module("schema", service_dir).batch_problem(function)
+    if problem is not None:
+        raise _Failed(failures.NotBatchable(endpoint=name, problem=problem))
     examples = recorded.examples + [
         _run_example(name, function, data, service_dir, recorded.frame) for data in extra_examples
     ]
@@ -91,6 +94,7 @@ def _endpoint(
         parameters=described.parameters,
         returns=described.returns,
         dataframe=described.dataframe,
+        batch=described.batch,
         recorded_frame=recorded.frame,
         examples=tuple(examples),
         calls_seen=recorded.seen,

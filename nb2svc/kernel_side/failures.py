@@ -10,6 +10,7 @@ NO_CLOUDPICKLE = "no_cloudpickle"
 NOT_CALLABLE = "not_callable"
 EXAMPLE_FAILED = "example_failed"
 UNPICKLABLE = "unpicklable"
+NOT_BATCHABLE = "not_batchable"
 DOES_NOT_LOAD = "does_not_load"  # found outside the kernel: an artifact a fresh interpreter cannot load
 
 
@@ -51,9 +52,18 @@ class Unpicklable:
     exception: str
 
 
-Failure = NoCloudpickle | NotCallable | ExampleFailed | Unpicklable
+@dataclass(frozen=True)
+class NotBatchable:
+    """The endpoint is marked batchable (``__nb2svc_batch__``) but cannot take a batch: ``problem`` says why."""
+
+    reason: ClassVar[str] = NOT_BATCHABLE
+    endpoint: str
+    problem: str
+
+
+Failure = NoCloudpickle | NotCallable | ExampleFailed | Unpicklable | NotBatchable
 _BY_REASON: dict[str, type[Failure]] = {
-    kind.reason: kind for kind in (NoCloudpickle, NotCallable, ExampleFailed, Unpicklable)
+    kind.reason: kind for kind in (NoCloudpickle, NotCallable, ExampleFailed, Unpicklable, NotBatchable)
 }
 
 

@@ -77,6 +77,8 @@ class _Recorder:
             runtime_module(name, service_dir) for name in ("envelope", "encoding", "errors", "manifest", "endpoint")
         )
         self._invoker = self._endpoint.invoker_for(function)  # how the service reads requests (for a table: below)
+        signature = self._invoker.signature
+        self._batchable = signature.batch is not None and not signature.dataframe  # a list of inputs per call
 
     def wrapper(self) -> Callable[..., Any]:
         @functools.wraps(self.function)
@@ -103,6 +105,12 @@ class _Recorder:
         return result
 
     def _record(self, request: dict[str, Any], result: Any) -> None:
+        if self._batchable:
+            try:
+                result = self._batch_answer(request["data"], result)
+            except self._errors.CallFailed as exc:
+                self._unrecorded(f"its answer is not one result per input ({exc.error})")
+                return
         try:
             response = json.loads(self._encoding.encode_json({"data": result}))
         except self._errors.Unencodable as exc:
@@ -124,6 +132,8 @@ class _Recorder:
             bound = dict(self._parameters.bind(*args, **kwargs).arguments)
             if self._invoker.signature.dataframe:
                 return self._table_request(bound)
+            if self._batchable:
+                return self._batch_request(bound)
             encoded = {name: self._sent(name, value) for name, value in bound.items()}
             # {"data": x} for one argument, else by name; the first form's reason is the one reported
             candidates = [*encoded.values(), encoded] if len(encoded) == 1 else [encoded]
@@ -164,6 +174,34 @@ class _Recorder:
             difference = _difference(value, read[name], f"argument {name!r}")
             if difference:
                 raise _Unrecordable(difference)
+
+    def _batch_request(self, bound: dict[str, Any]) -> dict[str, Any]:
+        """A batchable function's call: one input is ``{"data": x}``, several a batch ``[[0, x0], [1, x1], ...]``."""
+        [(name, values)] = bound.items()
+        sent = self._sent(name, values)
+        if not isinstance(sent, list) or not sent:
+            raise _Unrecordable(f"argument {name!r} is not a list of inputs with at least one")
+        single = len(sent) == 1 and not self._envelope.is_batch(sent[0])
+        data = sent[0] if single else [[index, item] for index, item in enumerate(sent)]
+        invoke = runtime_module("invoke", self._service_dir)
+        items = []
+        for row in invoke.inputs_of(self._invoker, data).rows:
+            try:
+                if isinstance(row, self._errors.BindingError):
+                    raise row
+                items.append(self._invoker.arguments(row)[name])
+            except self._errors.BindingError as exc:
+                raise _Unrecordable(f"the service would refuse it: {exc.message}") from None
+        difference = _difference(values, self._invoker.signature.batch(items), f"argument {name!r}")
+        if difference:
+            raise _Unrecordable(difference)
+        return {"data": data}
+
+    def _batch_answer(self, data: Any, result: Any) -> Any:
+        """A batchable function's ``result`` as the service answers the request ``data``: per input."""
+        batch = self._envelope.is_batch(data)
+        results = runtime_module("invoke", self._service_dir).per_row(result, len(data) if batch else 1)
+        return [[index, one] for index, one in enumerate(results)] if batch else results[0]
 
     def _table_request(self, bound: dict[str, Any]) -> dict[str, Any]:
         [(name, table)] = bound.items()

@@ -50,7 +50,7 @@ class RoutingError(ServiceError):
 
 
 class ClientClosed(ServiceError):
-    """The client closed the connection before its body arrived: nobody reads the answer (nginx's 499)."""
+    """The client closed the connection before its answer was made: nobody reads it (nginx's 499)."""
 
     status = 499
     type = "client_closed"

@@ -7,12 +7,13 @@ training kernel too, to record ``--example`` answers exactly as the service comp
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .envelope import Batch, bind, is_batch, read_batch
+from .envelope import bind, is_batch, read_batch
 from .errors import BindingError, CallFailed
 from .schema import Signature, unchanged
 
@@ -49,8 +50,8 @@ class Invoker:
     def call_batch(self, data: list[Any]) -> BatchAnswer:
         """``{"data": [[id, args...], ...]}``: a row that fails does not fail the others."""
         batch = read_batch(data, self.signature)
-        if self.signature.dataframe:
-            return self._dataframe_batch(batch)
+        if self.signature.dataframe or self.signature.batch is not None:
+            return batch_answer(batch.ids, self.together(batch.rows))
         answers: list[list[Any]] = []
         errors: list[list[Any]] = []
         for row_id, row in zip(batch.ids, batch.rows, strict=True):
@@ -62,6 +63,24 @@ class Invoker:
                 answers.append([row_id, None])
                 errors.append([row_id, exc.body()])
         return BatchAnswer(answers, errors)
+
+    def together(self, inputs: list[dict[str, Any] | BindingError]) -> list[Any]:
+        """One call of the function for all ``inputs`` (arguments by name, as ``bind`` reads them): each one's
+        result, or the BindingError or CallFailed of an input that failed.
+
+        For a batchable function (or a DataFrame endpoint, the inputs being the table's records), each input is
+        validated on its own; when the call raises, the inputs are split in halves and each half called again,
+        until the inputs at fault are found (each alone), so that one bad input fails only itself.
+        """
+        outcomes: list[Any] = [None] * len(inputs)
+        valid: list[tuple[int, Any]] = []
+        for index, row in enumerate(inputs):
+            try:
+                valid.append((index, self._input(row)))
+            except BindingError as exc:
+                outcomes[index] = exc
+        self._call_together(valid, outcomes)
+        return outcomes
 
     def arguments(self, bound: dict[str, Any]) -> dict[str, Any]:
         """Validated and converted keyword arguments; raises BindingError naming the parameter."""
@@ -88,28 +107,13 @@ class Invoker:
         except Exception as exc:
             raise CallFailed(exc) from exc
 
-    def _dataframe_batch(self, batch: Batch) -> BatchAnswer:
-        """One call for the whole batch, the rows' records one table; a row that fails does not fail the others.
-
-        Each row's record is validated on its own; when the call for the table raises, the table is split
-        in halves and each half called again, until the rows at fault are found (each alone).
-        """
-        name = self.signature.parameters[0].name
-        failed: dict[int, BindingError | CallFailed] = {}
-        valid: list[tuple[int, Any]] = []
-        for index, row in enumerate(batch.rows):
-            try:
-                valid.append((index, self._record(name, row)))
-            except BindingError as exc:
-                failed[index] = exc
-        results = dict(self._table_results(name, valid, failed))
-        answers = [[row_id, results.get(index)] for index, row_id in enumerate(batch.ids)]
-        errors = [[batch.ids[index], failed[index].body()] for index in sorted(failed)]
-        return BatchAnswer(answers, errors)
-
-    def _record(self, name: str, row: dict[str, Any] | BindingError) -> Any:
+    def _input(self, row: dict[str, Any] | BindingError) -> Any:
+        """One input of a call together: a DataFrame's record, validated; else the value, validated and converted."""
         if isinstance(row, BindingError):
             raise row
+        name = self.signature.parameters[0].name
+        if not self.signature.dataframe:
+            return self.arguments(row)[name]
         record = row[name]
         if not isinstance(record, dict):
             raise BindingError(
@@ -119,46 +123,122 @@ class Invoker:
             self._validators[name](name, record)
         return record
 
-    def _table_results(
-        self, name: str, rows: list[tuple[int, Any]], failed: dict[int, BindingError | CallFailed]
-    ) -> list[tuple[int, Any]]:
-        """``(row index, result)`` for the rows whose table answers; the others go into ``failed``."""
-        if not rows:
-            return []
+    def _call_together(self, valid: list[tuple[int, Any]], outcomes: list[Any]) -> None:
+        """Fill ``outcomes`` for ``valid`` ((index, input) pairs): one call, split in halves while it raises."""
+        if not valid:
+            return
+        values = [value for _, value in valid]
+        name = self.signature.parameters[0].name
         try:
-            outcome = self._call(self.arguments({name: [record for _, record in rows]}))
+            argument = self.arguments({name: values}) if self.signature.dataframe else {name: self._batch(values)}
+            returned = self._call(argument)
         except (BindingError, CallFailed) as exc:
-            if len(rows) == 1:
-                failed[rows[0][0]] = exc
-                return []
-            half = len(rows) // 2
-            return self._table_results(name, rows[:half], failed) + self._table_results(name, rows[half:], failed)
-        results = per_row(outcome)
-        if len(results) != len(rows):
-            raise CallFailed(ValueError(f"a table of {len(rows)} rows gave {len(results)} results"))
-        return [(index, result) for (index, _), result in zip(rows, results, strict=True)]
+            if len(valid) == 1:
+                outcomes[valid[0][0]] = exc
+                return
+            half = len(valid) // 2
+            self._call_together(valid[:half], outcomes)
+            self._call_together(valid[half:], outcomes)
+            return
+        try:
+            results = per_row(returned, len(valid))
+        except CallFailed as exc:  # not one result per input: every input of this call failed
+            results = [exc] * len(valid)
+        for (index, _), result in zip(valid, results, strict=True):
+            outcomes[index] = result
+
+    def _batch(self, values: list[Any]) -> Any:
+        together = self.signature.batch
+        return values if together is None else together(values)
 
 
-def per_row(results: Any) -> list[Any]:
-    """A DataFrame endpoint's results for a whole table, one per row; CallFailed if they are not that."""
+def per_row(results: Any, expected: int) -> list[Any]:
+    """The results of one call for ``expected`` inputs (or a table's rows), one per input; CallFailed if they
+    are not that."""
     if hasattr(results, "to_dict") and hasattr(results, "columns"):  # a DataFrame: its records
-        return list(results.to_dict(orient="records"))
-    if hasattr(results, "tolist"):  # a Series or an array
+        results = results.to_dict(orient="records")
+    elif hasattr(results, "tolist"):  # a Series or an array
         results = results.tolist()
     if not isinstance(results, (list, tuple)):
         kind = type(results).__name__
         raise CallFailed(
-            TypeError(f"a DataFrame endpoint answering a batch must return one result per row, not a {kind}")
+            TypeError(f"called with {expected} inputs, the function must return one result per input, not a {kind}")
         )
+    if len(results) != expected:
+        raise CallFailed(ValueError(f"called with {expected} inputs, the function returned {len(results)} results"))
     return list(results)
+
+
+def batch_answer(ids: list[Any], outcomes: list[Any]) -> BatchAnswer:
+    """A batch request's answer from each row's outcome (a result, or the error of a row that failed)."""
+    answers = [[row_id, None if _failed(outcome) else outcome] for row_id, outcome in zip(ids, outcomes, strict=True)]
+    errors = [[row_id, outcome.body()] for row_id, outcome in zip(ids, outcomes, strict=True) if _failed(outcome)]
+    return BatchAnswer(answers, errors)
+
+
+def _failed(outcome: Any) -> bool:
+    return isinstance(outcome, (BindingError, CallFailed))
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A request to a batchable endpoint as the inputs it carries (each one's arguments by name, or why it could
+    not be read), and how its answer is made from their outcomes (``Invoker.together``'s)."""
+
+    rows: list[dict[str, Any] | BindingError]
+    answer: Callable[[list[Any]], dict[str, Any]]
+
+
+def inputs_of(invoker: Invoker, data: Any) -> Inputs:
+    """The inputs that ``{"data": data}`` carries to a batchable endpoint: a batch's rows; a DataFrame endpoint's
+    records (a list of them, or one); else one input."""
+    signature = invoker.signature
+    if is_batch(data):
+        batch = read_batch(data, signature)
+        return Inputs(batch.rows, functools.partial(_batch_body, batch.ids))
+    if signature.dataframe:
+        name = signature.parameters[0].name
+        return Inputs([{name: record} for record in (data if isinstance(data, list) else [data])], _table_body)
+    try:
+        row: dict[str, Any] | BindingError = bind(data, signature)
+    except BindingError as exc:
+        row = exc
+    return Inputs([row], _one_body)
 
 
 def answer(invoker: Invoker, data: Any) -> dict[str, Any]:
     """The response body for ``{"data": data}``, batch or not; raises BindingError or CallFailed for one call."""
+    if invoker.signature.batch is not None:
+        inputs = inputs_of(invoker, data)
+        return inputs.answer(invoker.together(inputs.rows))
     if is_batch(data):
         result = invoker.call_batch(data)
         return {"data": result.data, "errors": result.errors} if result.errors else {"data": result.data}
     return {"data": invoker.call(data)}
+
+
+def _batch_body(ids: list[Any], outcomes: list[Any]) -> dict[str, Any]:
+    result = batch_answer(ids, outcomes)
+    return {"data": result.data, "errors": result.errors} if result.errors else {"data": result.data}
+
+
+def _table_body(outcomes: list[Any]) -> dict[str, Any]:
+    return {"data": every_result(outcomes)}
+
+
+def every_result(outcomes: list[Any]) -> list[Any]:
+    """The results, when no input failed; else the first failure is raised (a request that is one table)."""
+    failed = next((outcome for outcome in outcomes if _failed(outcome)), None)
+    if failed is not None:
+        raise failed
+    return outcomes
+
+
+def _one_body(outcomes: list[Any]) -> dict[str, Any]:
+    [outcome] = outcomes
+    if _failed(outcome):
+        raise outcome
+    return {"data": outcome}
 
 
 def _validator(schema: dict[str, Any]) -> Callable[[str, Any], None]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-MANIFEST_FORMAT = 2  # raised whenever a field is added, removed or changes meaning
+MANIFEST_FORMAT = 3  # raised whenever a field is added, removed or changes meaning
 FILENAME = "manifest.json"
 
 # Why a requirement is in requirements.in: who observed it.
@@ -57,6 +57,17 @@ class RecordedFrame:
 
 
 @dataclass(frozen=True)
+class BatchDescription:
+    """A batchable function (``nb2svc.batch``): a list of inputs in, a list of as many results out.
+
+    Concurrent requests are gathered into one call of at most ``max_batch_size`` inputs, as soon as the
+    previous call is done; ``max_wait_ms`` above 0 holds a call that long for more inputs to arrive."""
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 0.0
+
+
+@dataclass(frozen=True)
 class EndpointDescription:
     """One endpoint, described once: where its artifact is, how it is called, and what it answered in the kernel."""
 
@@ -71,6 +82,7 @@ class EndpointDescription:
     parameters: tuple[ParameterDescription, ...]
     returns: dict[str, Any]  # JSON Schema of the result
     dataframe: bool  # one parameter, a pandas DataFrame: a batch is one call
+    batch: BatchDescription | None = None  # None: the function answers one input per call
     recorded_frame: RecordedFrame | None = None
     examples: tuple[Example, ...] = ()
     calls_seen: int = 0  # the calls the notebook made of it, recorded or not

@@ -16,14 +16,16 @@ from .calls import Service, answer
 from .endpoint import Endpoint
 from .envelope import is_batch, read_data
 from .errors import NotFound, ServiceError
-from .executor import Call
-from .invoke import answer as call_endpoint
+from .executor import Call, gathered_call
+from .invoke import answer as call_endpoint, inputs_of
 from .manifest import Manifest, plain
 
 
 class Modelbit:
     def read(self, payload: Any, endpoint: Endpoint) -> Call:
         data = read_data(payload)
+        if endpoint.signature.batch is not None:  # one call for every row, gathered with other requests'
+            return gathered_call(endpoint, inputs_of(endpoint.invoker, data))
         rows = len(data) if is_batch(data) else 1
         return Call(endpoint, rows, functools.partial(call_endpoint, endpoint.invoker, data))
 

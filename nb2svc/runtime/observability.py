@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -40,7 +41,43 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.batch_inputs = Histogram(
+            "nb2svc_batch_inputs",
+            "Inputs per call of a batchable function",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        )
+        self.queue_wait = Histogram(
+            "nb2svc_queue_wait_seconds",
+            "Time a call to a batchable function waited to join a batch",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.call_seconds = Histogram(
+            "nb2svc_batch_call_seconds",
+            "Time of one call of a batchable function (a whole batch)",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "nb2svc_batch_queue_inputs",
+            "Inputs waiting to join a batch",
+            ["endpoint"],
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+    def batching(self, endpoint: str) -> BatchMetrics:
+        """The batching metrics of one batchable endpoint."""
+        return BatchMetrics(
+            self.batch_inputs.labels(endpoint),
+            self.queue_wait.labels(endpoint),
+            self.call_seconds.labels(endpoint),
+            self.queued.labels(endpoint),
+        )
 
     def answered(self, endpoint: str, status: int, seconds: float, rows: int | None) -> None:
         """Count one answer; the labelled children are looked up once per (endpoint, status), then reused."""
@@ -63,6 +100,14 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    batch_inputs: Any
+    queue_wait: Any
+    call_seconds: Any
+    queued: Any
 
 
 class RequestLog:

@@ -21,9 +21,9 @@ from .body import strict_loads
 from .calls import Service, answer
 from .encoding import encode_json
 from .endpoint import Endpoint
-from .errors import BadRequest, ServiceError
-from .executor import Call
-from .invoke import per_row
+from .errors import BadRequest, BindingError, ServiceError
+from .executor import Call, gathered_call
+from .invoke import Inputs, every_result, per_row
 
 _DATATYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
 _FRAME_DATATYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32": "FP32", "bool": "BOOL"}
@@ -42,6 +42,12 @@ class OpenInference:
         """The tensors, checked here on the event loop (shapes, names, sizes); the calls run on the executor."""
         columns, rows = _columns(endpoint, payload)
         request_id = payload.get("id")
+        if endpoint.signature.batch is not None:  # the rows are inputs of one call, gathered with other requests'
+            inputs = Inputs(
+                _inputs(endpoint, columns, rows),
+                lambda outcomes: _response(endpoint.name, self.version, request_id, every_result(outcomes)),
+            )
+            return gathered_call(endpoint, inputs)
         return Call(endpoint, rows, functools.partial(infer, endpoint, columns, rows, request_id, self.version))
 
     def error_body(self, error: ServiceError, request_id: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -110,11 +116,23 @@ def infer(
     invoker = endpoint.invoker
     if endpoint.signature.dataframe:
         records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
-        results = per_row(invoker.call(records))
+        results = per_row(invoker.call(records), rows)
     else:
         results = [invoker.call_named({name: column[i] for name, column in columns.items()}) for i in range(rows)]
-    response = {"model_name": endpoint.name, "model_version": version, "outputs": [_tensor("output", results)]}
+    return _response(endpoint.name, version, request_id, results)
+
+
+def _response(name: str, version: str, request_id: Any, results: list[Any]) -> dict[str, Any]:
+    response = {"model_name": name, "model_version": version, "outputs": [_tensor("output", results)]}
     return response | ({} if request_id is None else {"id": request_id})
+
+
+def _inputs(endpoint: Endpoint, columns: dict[str, list[Any]], rows: int) -> list[dict[str, Any] | BindingError]:
+    """A batchable endpoint's inputs: each row of the tensors (a DataFrame endpoint's: a record of its columns)."""
+    name = endpoint.signature.parameters[0].name
+    if endpoint.signature.dataframe:
+        return [{name: {column: values[i] for column, values in columns.items()}} for i in range(rows)]
+    return [{name: value} for value in columns[name]]
 
 
 def _columns(endpoint: Endpoint, request: Any) -> tuple[dict[str, list[Any]], int]:

@@ -6,7 +6,7 @@ from typing import Any
 
 from .endpoint import Endpoint
 from .envelope import data_schema
-from .manifest import Manifest
+from .manifest import Manifest, plain
 from .schema import Signature
 
 _ERROR = {
@@ -51,6 +51,12 @@ def openapi(manifest: Manifest, endpoints: tuple[Endpoint, ...]) -> dict[str, An
 def reading(signature: Signature, name: str) -> str:
     """How the endpoint reads ``data``, in words (shown on the docs page)."""
     params = [p.name for p in signature.parameters]
+    if signature.batch is not None:
+        table = "records (a list of them, or one) become" if signature.dataframe else "x is"
+        return (
+            f'batchable: {{"data": x}} is one input; {table} rows of one call {name}([...]), gathered with '
+            "concurrent requests' inputs; a batch [[id, x], ...] is one call"
+        )
     if signature.dataframe:
         return f'{{"data": [{{...}}, ...]}} (records) becomes one DataFrame: {name}(table); a batch is one call'
     if not params:
@@ -72,11 +78,15 @@ def _predict(endpoint: Endpoint) -> dict[str, Any]:
     media: dict[str, Any] = {"schema": _request(signature)}
     if examples:
         media["examples"] = examples
+    batching = {}
+    if described.batch is not None:
+        batching["x-nb2svc-batch"] = plain(described.batch)
     return {
         "operationId": endpoint.name,
         "summary": f"{endpoint.name}{described.signature}",
         "description": (described.doc or "") + f"\n\nReads: {reading(signature, endpoint.name)}",
         "x-nb2svc-reading": reading(signature, endpoint.name),
+        **batching,
         "requestBody": {"required": True, "content": {"application/json": media}},
         "responses": {
             "200": _json_response(

@@ -19,9 +19,11 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from .manifest import ParameterDescription
+from .manifest import BatchDescription, ParameterDescription
 
 ANY: dict[str, Any] = {}  # an unannotated parameter accepts any JSON value
+# Set by ``nb2svc.batch`` on the function itself, so that cloudpickle keeps it with the function.
+BATCH_ATTRIBUTE = "__nb2svc_batch__"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Signature:
     parameters: tuple[Parameter, ...]
     returns: dict[str, Any]
     dataframe: bool  # one parameter, a pandas DataFrame: a batch is one call
+    # A batchable function: its one parameter describes ONE input, and this makes the function's argument
+    # from a list of inputs (validated and converted each); None: the function takes one input per call.
+    batch: Callable[[list[Any]], Any] | None = None
 
     # Worked out once, not per request:
     @functools.cached_property
@@ -81,7 +86,73 @@ def read_signature(function: Callable[..., Any]) -> Signature:
     )
     dataframe = len(parameters) == 1 and _is_dataframe(hints.get(parameters[0].name))
     returns = schema_for(hints["return"]) if "return" in hints else ANY
+    if batch_of(function) is not None and batch_problem(function) is None:
+        return _batch_signature(parameters[0], hints, dataframe)
     return Signature(parameters, returns, dataframe)
+
+
+def batch_of(function: Callable[..., Any]) -> BatchDescription | None:
+    """The batching ``nb2svc.batch`` asked for on ``function``, or None; ValueError if the attribute is not one
+    that ``nb2svc.batch`` writes."""
+    options = getattr(function, BATCH_ATTRIBUTE, None)
+    if options is None:
+        return None
+    if not isinstance(options, dict) or set(options) - {"max_batch_size", "max_wait_ms"}:
+        raise ValueError(f"{BATCH_ATTRIBUTE} must be a dict of max_batch_size and max_wait_ms, not {options!r}")
+    described = BatchDescription(**options)
+    size, wait = described.max_batch_size, described.max_wait_ms
+    if type(size) is not int or size < 1:
+        raise ValueError(f"max_batch_size must be an integer of 1 or more, not {size!r}")
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+        raise ValueError(f"max_wait_ms must be a number of milliseconds, 0 or more, not {wait!r}")
+    return BatchDescription(size, float(wait))
+
+
+def batch_problem(function: Callable[..., Any]) -> str | None:
+    """Why ``function``, marked batchable, cannot take a batch; None if it can (or is not marked)."""
+    if getattr(function, BATCH_ATTRIBUTE, None) is None:
+        return None
+    try:
+        batch_of(function)
+        signature = inspect.signature(function)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    parameters = list(signature.parameters.values())
+    if len(parameters) != 1 or parameters[0].kind not in (
+        parameters[0].POSITIONAL_ONLY,
+        parameters[0].POSITIONAL_OR_KEYWORD,
+    ):
+        return (
+            "a batchable function takes one parameter, the list of inputs (or a DataFrame, one row per input), "
+            f"and returns one result per input: def f(inputs: list[...]) -> list[...]; this one is {signature}"
+        )
+    return None
+
+
+def _batch_signature(parameter: Parameter, hints: dict[str, Any], dataframe: bool) -> Signature:
+    """A batchable function's signature: its parameter stands for ONE input, its result for one input's result."""
+    annotation = hints.get(parameter.name, inspect.Parameter.empty)
+    returned = _element(hints["return"]) if "return" in hints else Any
+    if dataframe:  # an input is a record, and the records of the inputs make one table
+        table = dataclasses.replace(parameter, required=True, default=inspect.Parameter.empty)
+        return Signature((table,), schema_for(returned), True, batch=parameter.convert)
+    item = _element(annotation)
+    one = Parameter(parameter.name, schema_for(item), True, inspect.Parameter.empty, True, _converter(item))
+    together: Callable[[list[Any]], Any] = list
+    if _named(annotation, "numpy", "ndarray"):
+        together = sys.modules["numpy"].asarray  # loaded already: the annotation refers to it
+    return Signature((one,), schema_for(returned), False, batch=together)
+
+
+def _element(annotation: Any) -> Any:
+    """What one item of ``annotation`` is: ``T`` of ``list[T]``, ``Sequence[T]``, ``tuple[T, ...]``; else Any."""
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return args[0]
+    if origin is not None and origin is not tuple and len(args) == 1:
+        return args[0]
+    return Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +165,7 @@ class FunctionDescription:
     parameters: tuple[ParameterDescription, ...]
     returns: dict[str, Any]
     dataframe: bool
+    batch: BatchDescription | None
 
 
 def describe(function: Callable[..., Any]) -> FunctionDescription:
@@ -115,6 +187,7 @@ def describe(function: Callable[..., Any]) -> FunctionDescription:
         parameters=parameters,
         returns=signature.returns,
         dataframe=signature.dataframe,
+        batch=batch_of(function),
     )
 
 

@@ -48,6 +48,28 @@ def _boolean(text: str) -> bool:
     raise ValueError(f"must be one of {', '.join(_TRUE)} or {', '.join(repr(f) for f in _FALSE)}")
 
 
+def _per_endpoint(parse: Callable[[str], Any]) -> Callable[[str], tuple[tuple[str, Any], ...]]:
+    """``64`` for every endpoint, or ``name=64,other=8`` for some: (endpoint name or "", value) pairs."""
+
+    def read(text: str) -> tuple[tuple[str, Any], ...]:
+        pairs = []
+        for item in _names(text):
+            name, _, value = item.rpartition("=")
+            pairs.append((name.strip(), parse(value.strip())))
+        if not pairs:
+            raise ValueError("give a value, or NAME=VALUE for one endpoint")
+        return tuple(pairs)
+
+    return read
+
+
+def _milliseconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number of milliseconds, 0 or more")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -101,6 +123,29 @@ SETTINGS: tuple[Setting, ...] = (
         "Predictions in flight per worker; more are refused with 429.",
         "max-concurrent",
     ),
+    Setting(
+        "max_batch_size",
+        "NB2SVC_MAX_BATCH_SIZE",
+        _per_endpoint(_positive_int),
+        "Inputs per call of a batchable function: N for all, or NAME=N (repeatable); default: the notebook's.",
+        "max-batch-size",
+        repeatable=True,
+    ),
+    Setting(
+        "max_batch_wait_ms",
+        "NB2SVC_MAX_BATCH_WAIT_MS",
+        _per_endpoint(_milliseconds),
+        "Milliseconds a batch waits for more inputs: MS for all, or NAME=MS (repeatable); default: the notebook's.",
+        "max-batch-wait-ms",
+        repeatable=True,
+    ),
+    Setting(
+        "max_queue_inputs",
+        "NB2SVC_MAX_QUEUE",
+        _positive_int,
+        "Inputs waiting per batchable endpoint; more are refused with 429.",
+        "max-queue",
+    ),
     Setting("api_keys", "NB2SVC_API_KEY", _names, "API keys, comma-separated (environment only); none: no auth.", None),
     Setting(
         "metrics_need_key",
@@ -128,6 +173,9 @@ class Settings:
     timeout_seconds: float = 60.0
     body_timeout_seconds: float = 10.0
     max_concurrent: int = 32
+    max_batch_size: tuple[tuple[str, int], ...] = ()  # (endpoint or "" for all, value); else the manifest's
+    max_batch_wait_ms: tuple[tuple[str, float], ...] = ()
+    max_queue_inputs: int = 10_000
     api_keys: tuple[str, ...] = ()
     metrics_need_key: bool = False
     cors_origins: tuple[str, ...] = ()
@@ -138,6 +186,11 @@ class Settings:
         """Each setting from its variable where set, else its default; SettingError for a value it cannot read."""
         environ = os.environ if environ is None else environ
         return cls(**{s.field: s.read(environ[s.variable]) for s in SETTINGS if s.variable in environ})
+
+    def for_endpoint(self, field: str, endpoint: str, default: Any) -> Any:
+        """A per-endpoint setting's value for ``endpoint``: its own, else the one for all, else ``default``."""
+        values = dict(getattr(self, field))
+        return values.get(endpoint, values.get("", default))
 
     @staticmethod
     def default(field: str) -> Any:
