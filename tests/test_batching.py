@@ -269,3 +269,23 @@ def test_openapi_and_info_say_the_endpoint_is_batchable(tmp_path: Path) -> None:
     assert "batchable" in operation["description"]
     data = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["data"]
     assert {"type": "number"} in [form.get("allOf", [form])[0] for form in data["anyOf"]]
+
+
+@pytest.mark.network  # built in a real kernel, and locked against the package index
+def test_the_batching_notebook_is_built_recorded_and_served(tmp_path: Path) -> None:
+    from helpers import FIXTURES
+
+    output = tmp_path / "batching"
+    nb2svc.build(FIXTURES / "batching.ipynb", output)
+    described = {e.name: e for e in read_manifest(output).endpoints}
+    many, rows = described["predict_many"], described["score_rows"]
+    assert many.batch is not None and rows.batch is not None and rows.batch.max_wait_ms == 1.0
+    # the notebook's calls, recorded as the requests a client sends: a list of three is a batch, of one a value
+    assert [e.request["data"] for e in many.examples] == [[[0, 1.0], [1, 2.0], [2, 3.0]], 4.0]
+    assert rows.examples[0].request == {"data": [{"x": 1.0}, {"x": 2.0}]}
+    with TestClient(create_app(output)) as client:
+        assert client.get("/ready").status_code == 200  # the recorded examples replayed and matched
+        answer = post(client, "predict_many", [[1, 1.0], [2, "x"], [3, 3.0]]).json()
+        assert answer["data"][0][1] == many.examples[0].response["data"][0][1]  # the answer for 1.0
+        assert answer["errors"][0][0] == 2
+        assert post(client, "score_rows", {"x": 1.0}).json() == {"data": [rows.examples[0].response["data"][0]]}
