@@ -3,6 +3,7 @@ object (no kernel build), and real server processes."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import os
@@ -26,7 +27,16 @@ from nb2svc.runtime.manifest import (
 )
 from nb2svc.server_process import ServerProcess, running_server
 
-__all__ = ["FIXTURES", "ROOT", "ServerProcess", "kernel_processes", "make_service", "running_server", "write_manifest"]
+__all__ = [
+    "FIXTURES",
+    "ROOT",
+    "ServerProcess",
+    "kernel_processes",
+    "make_service",
+    "running_server",
+    "until",
+    "write_manifest",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -104,6 +114,15 @@ def _by_value(function: Callable[..., Any]) -> bytes:
         return payload
     finally:
         cloudpickle.unregister_pickle_by_value(module)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the event loop run until ``condition()`` holds (no timed sleeps: each turn runs the ready tasks)."""
+    for _ in range(100_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

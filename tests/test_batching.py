@@ -20,7 +20,7 @@ from nb2svc.runtime.app import create_app
 from nb2svc.runtime.manifest import read_manifest
 from nb2svc.runtime.settings import Settings
 
-from helpers import make_service
+from helpers import make_service, until
 
 CALLS: list[list[Any]] = []  # the inputs of every call of `held`, in order
 STARTED = threading.Event()  # `held` has been called
@@ -143,15 +143,6 @@ def queued(app: Any, endpoint: str) -> float:
     registry = app.state.service.metrics.registry
     value: float = registry.get_sample_value("nb2svc_batch_queue_inputs", {"endpoint": endpoint}) or 0.0
     return value
-
-
-async def until(condition: Any) -> None:
-    """Let the event loop run until ``condition()`` holds (no timed sleeps: each turn runs the ready tasks)."""
-    for _ in range(100_000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
 
 
 async def predict(client: httpx2.AsyncClient, name: str, data: Any) -> Any:

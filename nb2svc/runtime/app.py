@@ -24,7 +24,7 @@ from .auth import ApiKeys
 from .calls import Service, service_error
 from .encoding import encode_json
 from .errors import NotReady, RoutingError, ServiceError
-from .executor import BatchingExecutor, ThreadExecutor
+from .executor import BatchingExecutor, CallExecutor
 from .load import LoadedService, UnreadyService, load_service
 from .observability import Metrics, RequestLog
 from .openapi import openapi
@@ -47,7 +47,7 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     loaded = [s for s in services if isinstance(s, LoadedService)]
     unready = [s for s in services if isinstance(s, UnreadyService)]
     version = loaded[0].manifest.version if len(loaded) == 1 and not unready else ""
-    executor = BatchingExecutor(ThreadExecutor(settings.max_concurrent, settings.timeout_seconds), settings, metrics)
+    executor = BatchingExecutor(CallExecutor(settings.max_concurrent, settings.timeout_seconds), settings, metrics)
     default = Service(version, settings, executor, metrics, {"X-Model-Version": version} if version else {})
     served = [(s, _service(s, default)) for s in loaded]
     routes: list[BaseRoute] = []
