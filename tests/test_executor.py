@@ -51,6 +51,19 @@ def wait(x: int) -> int:
     return x
 
 
+ROW_ZERO = threading.Event()  # `grind` is computing its first row
+
+
+def grind(x: int) -> int:
+    """Per row: the first row computes until released."""
+    EVENTS.append(f"row {x}")
+    if x == 0:
+        ROW_ZERO.set()
+        while not RELEASE.is_set():
+            pass
+    return x
+
+
 def quick(x: int) -> int:
     EVENTS.append("quick")
     return x
@@ -62,12 +75,13 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[Any, httpx2.AsyncClient]]:
-    for flag in (SLOW, SPUN, RELEASE):
+async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, httpx2.AsyncClient]]:
+    for flag in (SLOW, SPUN, RELEASE, ROW_ZERO):
         flag.clear()
     THREADS.clear()
     EVENTS.clear()
-    app = create_app(make_service(tmp_path / "service", where=where, spin=spin, wait=wait, quick=quick), Settings())
+    service = make_service(tmp_path / "service", where=where, spin=spin, wait=wait, quick=quick, grind=grind)
+    app = create_app(service, Settings(**getattr(request, "param", {})))
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://service") as client:
         yield app, client
     RELEASE.set()
@@ -118,3 +132,33 @@ async def test_a_waiting_call_does_not_hold_up_the_next(served: tuple[Any, httpx
     assert not waiting.done()
     RELEASE.set()
     assert await waiting == 1
+
+
+@pytest.mark.anyio
+async def test_a_long_batch_lets_the_calls_waiting_behind_it_run_between_its_rows(
+    served: tuple[Any, httpx2.AsyncClient],
+) -> None:
+    app, client = served
+    calls = app.state.service.executor.threads
+    batch = asyncio.ensure_future(predict(client, "grind", [[i, i] for i in range(5)]))
+    await asyncio.get_running_loop().run_in_executor(None, ROW_ZERO.wait, 30)
+    behind = asyncio.ensure_future(predict(client, "quick", 9))
+    await until(lambda: calls.waiting == 1)  # behind a computing call: no other worker starts it
+    RELEASE.set()
+    assert await behind == 9
+    assert await batch == [[i, i] for i in range(5)]
+    assert EVENTS == ["row 0", "quick", "row 1", "row 2", "row 3", "row 4"]  # its turn came after one row
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("served", [{"timeout_seconds": 0.2}], indirect=True)
+async def test_a_batch_whose_request_has_stopped_waiting_stops_at_its_next_row(
+    served: tuple[Any, httpx2.AsyncClient],
+) -> None:
+    app, client = served
+    calls = app.state.service.executor.threads
+    response = await client.post("/v1/grind/latest", content=json.dumps({"data": [[i, i] for i in range(5)]}))
+    assert response.status_code == 504
+    RELEASE.set()
+    await until(lambda: calls.busy == 0)  # its worker has let the call go
+    assert EVENTS == ["row 0"]  # the rows after the 504 were never computed

@@ -21,6 +21,7 @@ from .errors import Busy, ClientClosed, TimedOut
 from .invoke import Inputs
 from .observability import Metrics
 from .settings import Settings
+from .turns import take_turns
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,12 @@ MAX_PROOF = 4096
 # lock, a sleep), not computing: another worker may start the next call meanwhile.
 STALL = 0.005
 BLOCKED_SHARE = 0.2
+# A call of many rows gives its turn to the calls waiting behind it after this long (between two rows).
+TURN = 0.001
+
+
+class Abandoned(Exception):
+    """Raised inside a call that was taking turns, when its request has stopped waiting for it."""
 
 
 @dataclass
@@ -89,7 +96,11 @@ class _Task:
     call: Call
     future: asyncio.Future[Any]
     speed: _Speed
-    gone: bool = False  # its request stopped waiting (time limit, cancelled) before it started
+    gone: bool = False  # its request stopped waiting (time limit, cancelled)
+    parked: _Worker | None = None  # the worker holding it while it waits for its next turn
+
+
+_RESUME, _ABANDON = "resume", "abandon"
 
 
 class _Worker:
@@ -97,10 +108,13 @@ class _Worker:
 
     def __init__(self, executor: CallExecutor, number: int) -> None:
         self.executor = executor
-        self.inbox: queue.SimpleQueue[tuple[_Task, asyncio.AbstractEventLoop]] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[tuple[_Task, asyncio.AbstractEventLoop] | str] = queue.SimpleQueue()
         self.task: _Task | None = None  # the one it runs (set and read on the event loop's thread)
+        self.parked = False  # its task waits for its next turn
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.started = 0.0
         self.cpu_at_start = 0.0
+        self.turn_started = 0.0  # on its own thread: when its task's current turn began
         self.clock: int | None = None  # its CPU-time clock, once it runs
         threading.Thread(target=self._work, name=f"nb2svc-call-{number}", daemon=True).start()
 
@@ -108,9 +122,14 @@ class _Worker:
         self.task, self.started, self.cpu_at_start = task, time.perf_counter(), self.cpu_time()
         self.inbox.put((task, loop))
 
+    def resume(self, abandon: bool) -> None:
+        self.parked = False
+        self.started, self.cpu_at_start = time.perf_counter(), self.cpu_time()
+        self.inbox.put(_ABANDON if abandon else _RESUME)
+
     def computing(self, now: float, timeout: float) -> bool:
         """Is it running a call that uses the CPU (neither waiting on something, nor past its time limit)?"""
-        if self.task is None:
+        if self.task is None or self.parked:
             return False
         running = now - self.started
         if running < STALL:
@@ -122,12 +141,29 @@ class _Worker:
     def cpu_time(self) -> float:
         return time.clock_gettime(self.clock) if self.clock is not None else 0.0
 
+    def _turn(self) -> None:
+        """Between two rows, on its own thread: if calls wait and this turn has lasted, let them go first; if
+        the request has stopped waiting (504, gone), stop computing for it."""
+        if self.task is not None and self.task.gone:
+            raise Abandoned("its request has stopped waiting")
+        if not self.executor.waiting or time.perf_counter() - self.turn_started < TURN:
+            return
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.executor.park, self)
+        if self.inbox.get() == _ABANDON:
+            raise Abandoned("its request has stopped waiting")
+        self.turn_started = time.perf_counter()
+
     def _work(self) -> None:
         if hasattr(time, "pthread_getcpuclockid"):
             self.clock = time.pthread_getcpuclockid(threading.get_ident())
+        take_turns(self._turn)
         while True:
-            task, loop = self.inbox.get()
-            started = time.perf_counter()
+            message = self.inbox.get()
+            assert not isinstance(message, str)
+            task, loop = message
+            self.loop = loop
+            started = self.turn_started = time.perf_counter()
             try:
                 outcome: tuple[Any, BaseException | None] = (task.call.run(), None)
             except BaseException as exc:  # handed to the waiting request, whatever it is
@@ -207,7 +243,7 @@ class CallExecutor:
         now = time.perf_counter()
         while self._waiting:
             task = self._waiting[0]
-            if task.gone:  # its request has its answer (504) or has left: not computed
+            if task.gone and task.parked is None:  # its request has its answer (504) or has left: not computed
                 self._waiting.popleft()
                 self.busy -= 1
                 continue
@@ -215,12 +251,28 @@ class CallExecutor:
                 if self._recheck is None:
                     self._recheck = loop.call_later(STALL, self._look_again)
                 return
-            worker = self._idle.pop() if self._idle else None
-            if worker is None:
-                worker = _Worker(self, len(self._workers) + 1)
-                self._workers.append(worker)
             self._waiting.popleft()
-            worker.start(task, loop)
+            if task.parked is not None:  # its next turn, on the worker that holds it
+                task.parked.resume(abandon=task.gone)
+                task.parked = None
+                continue
+            if not self._idle:
+                self._workers.append(_Worker(self, len(self._workers) + 1))
+                self._idle.append(self._workers[-1])
+            self._idle.pop().start(task, loop)
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a worker (read from the workers' threads too)."""
+        return len(self._waiting)
+
+    def park(self, worker: _Worker) -> None:
+        """On the event loop: ``worker``'s task gives its turn to the calls waiting; it waits behind them."""
+        task = worker.task
+        assert task is not None
+        worker.parked, task.parked = True, worker
+        self._waiting.append(task)
+        self._dispatch()
 
     def _look_again(self) -> None:
         self._recheck = None

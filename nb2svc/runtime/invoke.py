@@ -16,6 +16,7 @@ from typing import Any
 from .envelope import bind, is_batch, read_batch
 from .errors import BindingError, CallFailed
 from .schema import Signature, unchanged
+from .turns import between_rows
 
 _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
 
@@ -55,6 +56,7 @@ class Invoker:
         answers: list[list[Any]] = []
         errors: list[list[Any]] = []
         for row_id, row in zip(batch.ids, batch.rows, strict=True):
+            between_rows()  # the calls waiting behind a long batch run between its rows
             try:
                 if isinstance(row, BindingError):
                     raise row

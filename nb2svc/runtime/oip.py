@@ -24,6 +24,7 @@ from .endpoint import Endpoint
 from .errors import BadRequest, BindingError, ServiceError
 from .executor import Call, gathered_call
 from .invoke import Inputs, every_result, per_row
+from .turns import between_rows
 
 _DATATYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
 _FRAME_DATATYPES = {"int64": "INT64", "int32": "INT32", "float64": "FP64", "float32": "FP32", "bool": "BOOL"}
@@ -118,7 +119,10 @@ def infer(
         records = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
         results = per_row(invoker.call(records), rows)
     else:
-        results = [invoker.call_named({name: column[i] for name, column in columns.items()}) for i in range(rows)]
+        results = []
+        for i in range(rows):
+            between_rows()  # the calls waiting behind a long batch run between its rows
+            results.append(invoker.call_named({name: column[i] for name, column in columns.items()}))
     return _response(endpoint.name, version, request_id, results)
 
 
