@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import nb2svc
+from nb2svc.runtime import executor
 from nb2svc.runtime.app import create_app
 from nb2svc.runtime.manifest import read_manifest
 from nb2svc.runtime.settings import Settings
@@ -215,7 +216,10 @@ async def test_a_cancelled_request_is_not_computed(app_client: tuple[Any, httpx2
 
 
 @pytest.mark.anyio
-async def test_a_request_whose_client_has_gone_is_not_computed(app_client: tuple[Any, httpx2.AsyncClient]) -> None:
+async def test_a_request_whose_client_has_gone_is_not_computed(
+    app_client: tuple[Any, httpx2.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor, "CHECK_CLIENT_AFTER", 0.0)  # however short its wait, it is checked
     app, client = app_client
     first = await hold_first_call(app, client)
     body = json.dumps({"data": 1}).encode()
