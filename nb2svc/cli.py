@@ -14,12 +14,13 @@ import click
 
 from nb2svc import __version__
 from nb2svc.errors import Nb2svcError
-from nb2svc.execute import CellProgress
-from nb2svc.locking import DEFAULT_RESOLVER, RESOLVERS, LockOptions, ResolverName
-from nb2svc.pipeline import BuildResult, build
+from nb2svc.locking import DEFAULT_RESOLVER, RESOLVER_NAMES, LockOptions, ResolverName
 from nb2svc.runtime.settings import SETTINGS, Setting, Settings
-from nb2svc.serve import serve
-from nb2svc.verification import ExampleCheck, VerifyResult, verify
+
+if TYPE_CHECKING:  # the builder (nbclient, nbformat...) is imported by the commands that use it: not by serve
+    from nb2svc.execute import CellProgress
+    from nb2svc.pipeline import BuildResult
+    from nb2svc.verification import ExampleCheck, VerifyResult
 
 
 @click.group(context_settings={"auto_envvar_prefix": "NB2SVC", "help_option_names": ["-h", "--help"]})
@@ -74,7 +75,7 @@ def cli() -> None:
 @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL", help="Another index. Repeatable.")
 @click.option(
     "--resolver",
-    type=click.Choice(list(RESOLVERS)),
+    type=click.Choice(list(RESOLVER_NAMES)),
     default=DEFAULT_RESOLVER,
     show_default=True,
     help="Resolver that locks: uv (for any Python) or pip-compile (for the Python nb2svc runs under only).",
@@ -100,6 +101,9 @@ def build_command(
     as_json: bool,
 ) -> None:
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
+    from nb2svc.pipeline import build
+    from nb2svc.verification import verify
+
     progress = _Progress()
     options = LockOptions(
         index_url=index_url,
@@ -138,6 +142,8 @@ def build_command(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
 def verify_command(service_dir: Path, as_json: bool) -> None:
     """Install SERVICE_DIR's lock into a fresh environment, serve it, and replay its recorded examples."""
+    from nb2svc.verification import verify
+
     with _reporting_errors(as_json, None):
         result = verify(service_dir, on_check=None if as_json else _print_check)
     if as_json:
@@ -286,6 +292,8 @@ def serve_command(service_dir: Path, host: str, port: int, workers: int, gracefu
             variables[setting.variable] = ",".join(value)
         elif isinstance(value, str):
             variables[setting.variable] = value
+    from nb2svc.serve import serve
+
     with _reporting_errors(False, None):
         serve(service_dir, host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=variables)
 

@@ -201,7 +201,7 @@ def test_internal_error_still_prints_one_json_object(tmp_path: Path, monkeypatch
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("nb2svc.cli.build", broken)  # a bug cannot be produced on purpose otherwise
+    monkeypatch.setattr("nb2svc.pipeline.build", broken)  # a bug cannot be produced on purpose otherwise
     result = CliRunner().invoke(cli, ["build", str(LR), "-o", str(tmp_path / "out"), "--json"])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["error"] == {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 ResolverName = Literal["uv", "pip-compile"]
+RESOLVER_NAMES: tuple[str, ...] = get_args(ResolverName)
 DEFAULT_RESOLVER: ResolverName = "uv"
 
 
