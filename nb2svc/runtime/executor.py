@@ -357,6 +357,8 @@ class Gatherer:
         self.metrics = self.executor.metrics.batching(name)
 
     async def run(self, call: Call) -> dict[str, Any]:
+        if not self._running and not self._waiting and not self.max_wait:
+            return await self._alone(call)
         if self._queued and self._queued + call.rows > self.max_queue:
             raise Busy(
                 f"{self.endpoint.name} has {self._queued} inputs waiting, and takes at most {self.max_queue} "
@@ -437,12 +439,30 @@ class Gatherer:
         check = waiting.call.disconnected
         return check is not None and await check()
 
-    async def _compute(self, taken: list[_Waiting]) -> None:
-        rows = [row for waiting in taken for row in waiting.call.inputs.rows]  # type: ignore[union-attr]
+    async def _alone(self, call: Call) -> dict[str, Any]:
+        """Nothing waits and nothing runs: the call is the batch, run at once in its request's own task."""
+        assert call.inputs is not None
+        self._running = True
+        try:
+            self.metrics.queue_wait.observe(0.0)
+            return call.inputs.answer(await self._call_function(call.inputs.rows))
+        finally:
+            self._running = False
+            self._dispatch()
+
+    async def _call_function(self, rows: list[Any]) -> list[Any]:
+        """The function called for ``rows`` (on the ``CallExecutor``): each one's outcome."""
         self.metrics.batch_inputs.observe(len(rows))
         started = time.perf_counter()
-        outcomes = await self.executor.threads.run(Call(self.endpoint, len(rows), lambda: self._together(rows)))
+        outcomes: list[Any] = await self.executor.threads.run(
+            Call(self.endpoint, len(rows), lambda: self._together(rows))
+        )
         self.metrics.call_seconds.observe(time.perf_counter() - started)
+        return outcomes
+
+    async def _compute(self, taken: list[_Waiting]) -> None:
+        rows = [row for waiting in taken for row in waiting.call.inputs.rows]  # type: ignore[union-attr]
+        outcomes = await self._call_function(rows)
         offset = 0
         for waiting in taken:
             own = outcomes[offset : offset + waiting.call.rows]
