@@ -33,7 +33,7 @@ def batch(
     """Mark ``function`` as batchable: it takes a list of inputs and returns a list of as many results
     (or takes a DataFrame and returns one result per row).
 
-    ``@nb2svc.batch`` or ``@nb2svc.batch(max_batch_size=64, max_wait_ms=0)``. The service calls it once for
+    ``@nb2svc.batch`` or ``@nb2svc.batch(max_batch_size=128, max_wait_ms=0)``. The service calls it once for
     a whole batch request, and gathers concurrent requests into one call of at most ``max_batch_size``
     inputs as soon as the previous call ends; ``max_wait_ms`` above 0 holds a call that long for more
     inputs to arrive. In the notebook the function is called as it is: the decorator returns it unchanged.

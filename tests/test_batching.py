@@ -74,7 +74,7 @@ def test_the_decorator_only_marks_the_function_and_the_manifest_says_so(tmp_path
     assert doubled.__nb2svc_batch__ == {"max_batch_size": 4, "max_wait_ms": 0.0}  # type: ignore[attr-defined]
     described = {e.name: e for e in read_manifest(service(tmp_path)).endpoints}
     assert described["doubled"].batch is not None and described["doubled"].batch.max_batch_size == 4
-    assert described["sizes"].batch is not None and described["sizes"].batch.max_batch_size == 64
+    assert described["sizes"].batch is not None and described["sizes"].batch.max_batch_size == 128
     assert described["doubled"].parameters[0].schema == {"type": "number"}  # one input, not the list
 
 

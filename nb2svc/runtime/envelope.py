@@ -46,13 +46,18 @@ def is_batch(data: Any) -> bool:
 def read_batch(data: list[Any], signature: Signature) -> Batch:
     ids: list[Any] = []
     rows: list[dict[str, Any] | BindingError] = []
+    # One parameter and a value that is not an object: bind's answer is {name: value}, made here directly.
+    only = signature.parameters[0].name if len(signature.parameters) == 1 else None
     for index, row in enumerate(data):
-        if not isinstance(row, list) or not row:
+        if type(row) is not list or not row:
             raise BadRequest(
                 f"data[{index}] must be a list [id, arg, ...]: in a batch every row starts with its id "
                 f"(got {json.dumps(row)[:80]})"
             )
         ids.append(row[0])
+        if only is not None and len(row) == 2 and type(row[1]) is not dict:
+            rows.append({only: row[1]})
+            continue
         try:
             rows.append(bind(row[1] if len(row) == 2 else row[1:], signature, spread=len(row) > 2))
         except BindingError as exc:

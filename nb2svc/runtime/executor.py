@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from .endpoint import Endpoint
 from .errors import Busy, ClientClosed, TimedOut
 from .invoke import Inputs
+from .manifest import BatchDescription
 from .observability import Metrics
 from .settings import Settings
 from .turns import take_turns
@@ -347,10 +348,10 @@ class Gatherer:
     _timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
-        described = self.endpoint.described.batch
+        described = self.endpoint.described.batch or BatchDescription()
         settings, name = self.executor.settings, self.endpoint.name
-        self.max_size = settings.for_endpoint("max_batch_size", name, described.max_batch_size if described else 64)
-        wait_ms = settings.for_endpoint("max_batch_wait_ms", name, described.max_wait_ms if described else 0.0)
+        self.max_size = settings.for_endpoint("max_batch_size", name, described.max_batch_size)
+        wait_ms = settings.for_endpoint("max_batch_wait_ms", name, described.max_wait_ms)
         self.max_wait = wait_ms / 1000
         self.max_queue = settings.max_queue_inputs
         self.timeout = settings.timeout_seconds

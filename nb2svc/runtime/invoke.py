@@ -36,6 +36,7 @@ class Invoker:
         self._validators = {p.name: _validator(p.schema) for p in signature.parameters if set(p.schema) - {"default"}}
         # Nothing to validate or convert (an unannotated function): the bound values are the arguments.
         self._as_bound = not self._validators and all(p.convert is unchanged for p in signature.parameters)
+        self._list_validator = self._validator_of_lists()
 
     def call(self, data: Any) -> Any:
         """The result for ``{"data": data}`` when it is not a batch; raises BindingError or CallFailed."""
@@ -75,6 +76,10 @@ class Invoker:
         until the inputs at fault are found (each alone), so that one bad input fails only itself.
         """
         outcomes: list[Any] = [None] * len(inputs)
+        values = self._all_valid(inputs)
+        if values is not None:  # the common case, checked in one pass
+            self._call_together(list(enumerate(values)), outcomes)
+            return outcomes
         valid: list[tuple[int, Any]] = []
         for index, row in enumerate(inputs):
             try:
@@ -108,6 +113,41 @@ class Invoker:
             return self.function(**arguments)
         except Exception as exc:
             raise CallFailed(exc) from exc
+
+    def _validator_of_lists(self) -> Callable[[str, Any], None] | None:
+        """What validates a whole list of inputs at once (a DataFrame's table schema already takes a list)."""
+        if len(self.signature.parameters) != 1:
+            return None
+        parameter = self.signature.parameters[0]
+        if self.signature.dataframe:
+            return self._validators.get(parameter.name)
+        if self.signature.batch is None or not set(parameter.schema) - {"default"}:
+            return None
+        return _validator({"type": "array", "items": parameter.schema})
+
+    def _all_valid(self, inputs: list[dict[str, Any] | BindingError]) -> list[Any] | None:
+        """Every input's value (converted; a DataFrame's records as they are) if all of them are valid, checked
+        in one pass; None if any is not (the inputs are then checked one by one, to say which)."""
+        name = self.signature.parameters[0].name
+        values = []
+        for row in inputs:
+            if type(row) is not dict:
+                return None
+            values.append(row[name])
+        if self._list_validator is not None:
+            try:
+                self._list_validator(name, values)
+            except BindingError:
+                return None
+        if self.signature.dataframe:
+            return values if all(type(value) is dict for value in values) else None
+        convert = self.signature.parameters[0].convert
+        if convert is unchanged:
+            return values
+        try:
+            return [convert(value) for value in values]
+        except Exception:
+            return None
 
     def _input(self, row: dict[str, Any] | BindingError) -> Any:
         """One input of a call together: a DataFrame's record, validated; else the value, validated and converted."""
@@ -173,8 +213,14 @@ def per_row(results: Any, expected: int) -> list[Any]:
 
 def batch_answer(ids: list[Any], outcomes: list[Any]) -> BatchAnswer:
     """A batch request's answer from each row's outcome (a result, or the error of a row that failed)."""
-    answers = [[row_id, None if _failed(outcome) else outcome] for row_id, outcome in zip(ids, outcomes, strict=True)]
-    errors = [[row_id, outcome.body()] for row_id, outcome in zip(ids, outcomes, strict=True) if _failed(outcome)]
+    answers: list[list[Any]] = []
+    errors: list[list[Any]] = []
+    for row_id, outcome in zip(ids, outcomes, strict=True):
+        if isinstance(outcome, (BindingError, CallFailed)):
+            answers.append([row_id, None])
+            errors.append([row_id, outcome.body()])
+        else:
+            answers.append([row_id, outcome])
     return BatchAnswer(answers, errors)
 
 

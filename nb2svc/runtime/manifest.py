@@ -63,7 +63,7 @@ class BatchDescription:
     Concurrent requests are gathered into one call of at most ``max_batch_size`` inputs, as soon as the
     previous call is done; ``max_wait_ms`` above 0 holds a call that long for more inputs to arrive."""
 
-    max_batch_size: int = 64
+    max_batch_size: int = 128
     max_wait_ms: float = 0.0
 
 
