@@ -6,8 +6,8 @@ The floor is bench/floor_app.py (it needs orjson: `make bench` runs this in the 
 
 Usage: python bench/asgi.py SERVICE_DIR [--json] [LABEL=BODY ...]
 SERVICE_DIR is a build of a bench notebook (its per-row endpoint `predict`); the default bodies are the
-linear model's. Each app answers each body for BENCH_ASGI_SECONDS (0.5) per round, ROUNDS alternating
-rounds; the median microseconds per request are printed (with --json, also as one JSON line).
+linear model's. Each app answers each body for BENCH_ASGI_SECONDS (0.5) per round, BENCH_ASGI_ROUNDS (3)
+alternating rounds; the median microseconds per request are printed (with --json, also as one JSON line).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 BODIES = {"single": b'{"data": 3}', "batch of 3": b'{"data": [[1, 3], [2, 5], [3, 9]]}'}
-SECONDS, ROUNDS = float(os.environ.get("BENCH_ASGI_SECONDS") or 0.5), 5
+SECONDS, ROUNDS = float(os.environ.get("BENCH_ASGI_SECONDS") or 0.5), int(os.environ.get("BENCH_ASGI_ROUNDS") or 3)
 
 
 async def request(app: Any, body: bytes) -> list[dict[str, Any]]:

@@ -67,7 +67,8 @@ def markdown(
     lines = [f"## {context['date']}, `make bench`{short}"]
     lines += [
         "",
-        f"{context['machine']}; {context['versions']}. {context['settings']}; {context['load']}.",
+        f"{context['machine']}; {context['versions']} (nb2svc from {context['nb2svc']}). {context['settings']}; "
+        f"{context['load']}.",
         "",
         "| model | workload | server | value | vs | ratio | target | p50 ms | p99 ms | server CPU µs/req |",
         "| --- | --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |",

@@ -8,13 +8,22 @@ and stops them. wrk and this process run on CPU 1. Prints one markdown table (me
 each ratio against the floor it is judged by, with its target) and writes it and the raw figures to
 the work directory. See bench/RESULTS.md for what each figure means.
 
-Settings (environment): BENCH_SECONDS (wrk seconds per measurement, 4), BENCH_LATENCY_SECONDS (2),
-BENCH_ROUNDS (3), BENCH_CONNECTIONS (32), BENCH_BATCH_ROWS (100), BENCH_MODELS (linear,boosting),
-BENCH_SERVERS (nb2svc,floor,bentoml,mlflow), BENCH_WORKLOADS (single-1,single-32,batch-rows,
-batch-batchable,single-batchable), BENCH_ASGI (1: also the in-process cost, bench/asgi.py),
-BENCH_WORK (a directory for the build and the results; default: a new temporary one),
-BENCH_CACHE (the cached virtualenvs; default ~/.cache/nb2svc-bench), BENCH_BENTOML, BENCH_MLFLOW
-(the pip requirement of each).
+Settings (environment variables; the defaults make a run of about 15 minutes on 2 cores):
+
+    BENCH_SECONDS          wrk's seconds per measurement (3); longer, up to BENCH_MAX_SECONDS (20), when
+                           fewer than 6 answers per connection arrive in that time
+    BENCH_LATENCY_SECONDS  requests timed one by one at 1 connection (1.5 s; at least 100, within 3x that)
+    BENCH_ROUNDS           rounds (3)
+    BENCH_CONNECTIONS      the many connections (32); BENCH_BATCH_ROWS, rows of a batch (100)
+    BENCH_MODELS           linear,boosting
+    BENCH_SERVERS          nb2svc,floor,bentoml,mlflow (the floor is what every ratio needs)
+    BENCH_WORKLOADS        single-1,single-32,batch-rows,batch-batchable,single-batchable
+    BENCH_ASGI             1: also bench/asgi.py, the in-process cost (0: not)
+    BENCH_WORK             where the builds, logs and results go (default: a new temporary directory)
+    BENCH_CACHE            the cached virtualenvs and MLflow models (default ~/.cache/nb2svc-bench)
+    BENCH_BENTOML, BENCH_MLFLOW   the pip requirement of each (bentoml==1.4.40, mlflow==3.17.2)
+
+A short development run: BENCH_SECONDS=1 BENCH_LATENCY_SECONDS=0.5 BENCH_ROUNDS=1 make bench.
 """
 
 from __future__ import annotations
@@ -44,9 +53,9 @@ def _setting(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-SECONDS = max(1, round(float(_setting("BENCH_SECONDS", "4"))))  # wrk takes whole seconds
+SECONDS = max(1, round(float(_setting("BENCH_SECONDS", "3"))))  # wrk takes whole seconds
 LATENCY_SECONDS = float(_setting("BENCH_LATENCY_SECONDS", "1.5"))
-MAX_SECONDS = int(_setting("BENCH_MAX_SECONDS", "30"))
+MAX_SECONDS = int(_setting("BENCH_MAX_SECONDS", "20"))
 ROUNDS = int(_setting("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(_setting("BENCH_CONNECTIONS", "32"))
 BATCH_ROWS = int(_setting("BENCH_BATCH_ROWS", "100"))
@@ -140,6 +149,17 @@ def batch_available() -> bool:
     import nb2svc
 
     return hasattr(nb2svc, "batch")
+
+
+def nb2svc_source() -> str:
+    """Where the nb2svc being measured comes from, and its commit when that is a git checkout."""
+    import nb2svc
+
+    where = Path(nb2svc.__file__).resolve().parent.parent
+    described = subprocess.run(
+        ["git", "-C", str(where), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    return f"{where}" + (f" at {described.stdout.strip()}" if described.returncode == 0 else "")
 
 
 def notebook_for(model: Model, work: Path, batchable: bool) -> Path:
@@ -344,8 +364,8 @@ def main() -> None:
             available.append(servers.bentoml(model, model_pickle, venvs["bentoml"].path))
         if "mlflow" in venvs:
             try:
-                servers.save_mlflow_model(venvs["mlflow"], model_pickle, work / model.name / "mlflow_model")
-                available.append(servers.mlflow(model, work / model.name / "mlflow_model", venvs["mlflow"].path))
+                model_dir = servers.save_mlflow_model(venvs["mlflow"], model_pickle)
+                available.append(servers.mlflow(model, model_dir, venvs["mlflow"].path, work / model.name))
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 print(f"MLflow is skipped for {model.name}: {exc}", flush=True)
                 notes.append(f"MLflow skipped for {model.name}: {str(exc).splitlines()[0]}")
@@ -356,7 +376,9 @@ def main() -> None:
         print(f"round {number + 1} of {ROUNDS}", flush=True)
         for model in rotate(list(chosen.values()), number):
             available, _, model_pickle = plan[model.name]
+            round_started = time.monotonic()
             run_round(number, model, available, model_pickle, work, results)
+            print(f"  ({model.name}, round {number + 1}: {time.monotonic() - round_started:.0f} s)", flush=True)
     if ASGI and "floor" in venvs:
         for model in chosen.values():
             print(f"in process: {model.name} ...", flush=True)
@@ -367,6 +389,7 @@ def main() -> None:
     context = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores ({report.cpu_model()}), Python {platform.python_version()}",
+        "nb2svc": nb2svc_source(),
         "versions": ", ".join(
             f"{name} {servers.project_version(name)}"
             for name in ("nb2svc", "starlette", "uvicorn", "scikit-learn", "numpy")
@@ -376,7 +399,7 @@ def main() -> None:
             f"latency {LATENCY_SECONDS:g} s at 1 connection, batches of {BATCH_ROWS}"
         ),
         "load": f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {minutes:.1f} minutes",
-        "short": SECONDS < 4 or ROUNDS < 3,
+        "short": SECONDS < 3 or ROUNDS < 3 or LATENCY_SECONDS < 1.5,
     }
     table = report.markdown(WORKLOADS, SELECTED, chosen, results, context, notes)
     print()

@@ -170,7 +170,7 @@ def bentoml(model: Model, model_pickle: Path, venv: Path) -> Server:
     )
 
 
-def mlflow(model: Model, model_dir: Path, venv: Path) -> Server:
+def mlflow(model: Model, model_dir: Path, venv: Path, cwd: Path) -> Server:
     return Server(
         "mlflow",
         "MLflow",
@@ -179,7 +179,7 @@ def mlflow(model: Model, model_dir: Path, venv: Path) -> Server:
             *("models", "serve", "-m", str(model_dir), "--env-manager", "local"),
             *("-h", "127.0.0.1", "-p", str(port), "-w", "1"),
         ],
-        model_dir.parent,
+        cwd,
         {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ.get('PATH', '')}"},  # it runs `uvicorn` from PATH
         {
             ROW: Request("/invocations", _json({"inputs": [model.as_row(model.example)]})),
@@ -281,13 +281,18 @@ def product_venv(name: str, spec: str) -> Venv | str:
     return ensure_venv(name, [spec, *pins])
 
 
-def save_mlflow_model(venv: Venv, model_pickle: Path, target: Path) -> None:
-    """The model as an MLflow model directory (mlflow.sklearn.save_model), in MLflow's venv.
+def save_mlflow_model(venv: Venv, model_pickle: Path) -> Path:
+    """The model as an MLflow model directory (mlflow.sklearn.save_model), in MLflow's venv; cached.
 
     MLflow saves with skops by default, which refuses types it does not know (the boosting model's
     TreePredictor) unless they are named as trusted: the benchmark made the model, so it names them.
     """
+    digest = hashlib.sha256(model_pickle.read_bytes()).hexdigest()[:16]
+    target = CACHE / "mlflow-models" / f"{digest}-{venv.path.name}"
+    if (target / "MLmodel").exists():
+        return target
     shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     code = (
         "import pickle, sys, mlflow.sklearn, skops.io\n"
         "model = pickle.load(open(sys.argv[1], 'rb'))\n"
@@ -298,4 +303,6 @@ def save_mlflow_model(venv: Venv, model_pickle: Path, target: Path) -> None:
         [str(venv.python), "-c", code, str(model_pickle), str(target)], capture_output=True, text=True, timeout=300
     )
     if done.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
         raise RuntimeError(f"saving the MLflow model failed:\n{done.stderr[-2000:]}")
+    return target
