@@ -249,21 +249,24 @@ def start(
             start_new_session=True,
         )
     running = Running(name, process, port, log, 0.0)
-    deadline = started + 180
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode} before answering:\n{running.log_tail()}")
-        try:
-            status, _ = post(port, probe, timeout=30)
-        except OSError:
+    try:
+        deadline = started + 180
+        while time.perf_counter() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} before answering:\n{running.log_tail()}")
+            try:
+                status, _ = post(port, probe, timeout=30)
+            except OSError:
+                time.sleep(0.005)
+                continue
+            if status == 200:
+                running.cold_start = time.perf_counter() - started
+                return running
             time.sleep(0.005)
-            continue
-        if status == 200:
-            running.cold_start = time.perf_counter() - started
-            return running
-        time.sleep(0.005)
-    stop([running])
-    raise RuntimeError(f"{name} did not answer 200 within 180 s:\n{running.log_tail()}")
+        raise RuntimeError(f"{name} did not answer 200 within 180 s:\n{running.log_tail()}")
+    except BaseException:  # not left running, whatever stopped the wait (Ctrl-C too)
+        stop([running])
+        raise
 
 
 def stop(servers: list[Running], grace: float = 20.0) -> None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,6 @@ class Server:
     requests: dict[str, Request]
     read: Callable[[str, Any], float]  # (kind, the answer's JSON) -> the first prediction
     probe_kind: str = ROW
-    notes: list[str] = field(default_factory=list)
 
 
 def _modelbit_requests(model: Model, batchable: bool) -> dict[str, Request]:
