@@ -190,8 +190,8 @@ def event_loop_and_parser(root: int) -> str:
             loaded += Path(f"/proc/{pid}/maps").read_text()
         except OSError:
             continue
-    loop = "uvloop" if "/uvloop/" in loaded else "asyncio"
-    parser = "httptools" if "/httptools/" in loaded else "h11 or other"
+    loop = "uvloop" if "/uvloop/" in loaded else "asyncio (no uvloop)"
+    parser = "httptools" if "/httptools/" in loaded else "no httptools (h11)"
     return f"{loop} + {parser}"
 
 
