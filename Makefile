@@ -37,9 +37,11 @@ demo: $(STAMP)
 	@echo
 	$(BIN)/nb2svc serve build/lr_service --port $(PORT)
 
-# Throughput of the built fixture against a hand-written Starlette app; results in bench/RESULTS.md.
+# nb2svc against a hand-written floor, BentoML and MLflow on two models (bench/run.py says how, and which
+# BENCH_* variables shorten it or pick workloads and servers); results in bench/RESULTS.md.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v taskset >/dev/null || (apt-get update -qq && apt-get install -y -qq util-linux)
 	$(BIN)/python bench/run.py
 
 clean:
