@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -40,7 +42,23 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.server = Gauge(
+            "nb2svc_server_info",
+            "The event loop and the HTTP parser that serve the requests (1 for the pair in use)",
+            ["loop", "http"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+
+    def served_by(self, receive: Receive) -> None:
+        """Record what serves the requests, as seen from one: the running loop's package (``uvloop``, ``asyncio``)
+        and the server's HTTP implementation that ``receive`` belongs to (``httptools``, ``h11`` under uvicorn)."""
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        cycle = getattr(receive, "__self__", None)  # uvicorn's receive is a method of the connection's request cycle
+        module = type(cycle).__module__ if cycle is not None else getattr(receive, "__module__", "")
+        http = module.rpartition(".")[2].removesuffix("_impl")  # uvicorn.protocols.http.httptools_impl
+        self.server.labels(loop, http).set(1)
 
     def answered(self, endpoint: str, status: int, seconds: float, rows: int | None) -> None:
         """Count one answer; the labelled children are looked up once per (endpoint, status), then reused."""
@@ -71,11 +89,15 @@ class RequestLog:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._server_seen = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self._server_seen:
+            self._server_seen = True
+            self.metrics.served_by(receive)
         request_id = _header(scope, b"x-request-id") or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
@@ -114,6 +136,16 @@ class RequestLog:
             )
             + "\n"
         )  # straight to stderr: the logging module's records cost more than the request's own work
+
+
+def quiet_uvicorn_access_log() -> None:
+    """Turn uvicorn's access log off: the service writes its own line per request, and ``uvicorn app:app`` would
+    write a second one. This is what uvicorn's ``--no-access-log`` does (``Config.configure_logging``); uvicorn
+    configures its logging before it imports the app, and each connection it opens logs requests only if
+    ``logging.getLogger("uvicorn.access").hasHandlers()``. Its other loggers (``uvicorn.error``) are untouched."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
