@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import sys
 from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
@@ -17,11 +19,11 @@ import nb2svc
 from nb2svc.capture import Capture, Distribution
 from nb2svc.cli import cli
 from nb2svc.locking import LockOptions
-from nb2svc.observe import IMPORTED_BY_THE_NOTEBOOK
+from nb2svc.observe import IMPORTED_BY_THE_NOTEBOOK, observe_requirements
 from nb2svc.requirements import RUNTIME_DISTRIBUTIONS, format_requirements_in, gather_requirements
-from nb2svc.runtime.manifest import RequirementReason
+from nb2svc.runtime.manifest import RequirementReason, read_manifest
 
-from helpers import FIXTURES
+from helpers import FIXTURES, make_service
 
 LR = FIXTURES / "linear_regression.ipynb"
 CAPTURE = Capture(
@@ -89,6 +91,27 @@ def test_the_fast_parts_are_left_out_where_the_builder_has_none(monkeypatch: pyt
     specs = [requirement.spec for requirement in gather_requirements(CAPTURE, {})]
     assert f"httptools=={version('httptools')}" in specs and f"orjson=={version('orjson')}" in specs
     assert not [spec for spec in specs if spec.startswith("uvloop")]
+
+
+def double(x):
+    return x * 2
+
+
+def test_orjson_is_not_the_notebooks_when_the_runtime_loaded_it_in_the_kernel(tmp_path: Path) -> None:
+    # The kernel records the notebook's calls with the runtime's encoding, which imports orjson there (after the
+    # kernel's snapshot of its modules, where jupyter_client has not loaded it already): the service's need.
+    service = make_service(tmp_path, runnable=True, double=double)
+    seen = (Distribution("orjson", version("orjson"), ("orjson",)), Distribution("attrs", version("attrs"), ("attrs",)))
+    capture = dataclasses.replace(
+        CAPTURE,
+        endpoints=read_manifest(service).endpoints,
+        python_executable=sys.executable,
+        notebook_distributions=seen,
+    )
+    observed = observe_requirements(capture, service)
+    assert [d.name for d in observed[IMPORTED_BY_THE_NOTEBOOK]] == ["attrs"]
+    [orjson] = [r for r in gather_requirements(capture, observed) if r.name == "orjson"]
+    assert orjson.reasons == (RequirementReason("runtime", "the service runtime"),)
 
 
 @pytest.mark.network
