@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -12,6 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .encoding import encode_json
 
 
 class Metrics:
@@ -100,6 +101,7 @@ class RequestLog:
             self.metrics.served_by(receive)
         request_id = _header(scope, b"x-request-id") or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
         started = time.perf_counter()
         status = 500
 
@@ -107,35 +109,34 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.metrics.in_flight.dec()
+            in_flight.dec()
             self._record(scope, request_id, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         state: dict[str, Any] = scope["state"]
         endpoint = state.get("endpoint", "")
-        self.metrics.answered(endpoint, status, seconds, state.get("rows"))
-        sys.stderr.write(
-            json.dumps(
-                {
-                    "time": round(time.time(), 3),
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "endpoint": endpoint or None,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "rows": state.get("rows"),
-                }
-            )
-            + "\n"
-        )  # straight to stderr: the logging module's records cost more than the request's own work
+        rows = state.get("rows")
+        self.metrics.answered(endpoint, status, seconds, rows)
+        line = {
+            "time": round(time.time(), 3),
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "endpoint": endpoint or None,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "rows": rows,
+        }
+        # Straight to stderr: the logging module's records cost more than the request's own work.
+        sys.stderr.write(encode_json(line).decode("utf-8") + "\n")
 
 
 def quiet_uvicorn_access_log() -> None:
