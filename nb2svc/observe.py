@@ -14,9 +14,9 @@ from nb2svc.kernel_side.failures import DOES_NOT_LOAD
 from nb2svc.runtime.manifest import EndpointDescription, ReasonSource, RequirementReason, plain
 
 IMPORTED_BY_THE_NOTEBOOK = RequirementReason("notebook", "imported by the notebook")
-# What the runtime's own modules import where it is installed: the kernel loads them after its snapshot of
-# modules, when it records the notebook's calls with the runtime's encoding, so they are never the notebook's
-# (the runtime requires them anyway, at the builder's version).
+# Distributions the runtime's own modules import where they are installed: the kernel loads them after its
+# snapshot of modules, when it records the notebook's calls with the runtime's encoding, so they are never the
+# notebook's (the runtime requires them anyway, at the builder's version).
 LOADED_BY_THE_RUNTIME_IN_THE_KERNEL = frozenset({"orjson"})
 # What in_fresh_python.py reports per endpoint: the source of the reason, and its words.
 _REASONS: dict[str, tuple[ReasonSource, str]] = {

@@ -5,11 +5,11 @@ Python's json module accepts ``NaN``, ``Infinity`` and numbers too large for a f
 parser can follow raises RecursionError. Each of these is a 400 here, never a value
 that reaches the function, never a bare 500.
 
-orjson reads the bodies it reads exactly as the standard library does (where it is
-installed: every service's lock has it): not those with a run of 19 digits or more,
-which may be an integer beyond 64 bits (orjson makes it a float), nor those nested
-more than ``_ORJSON_DEPTH`` deep. The standard library reads those, and whatever orjson
-refuses, with its own outcome and message.
+Where orjson is installed (every service's lock has it), it reads the bodies, except
+those with a run of 19 digits or more (an integer beyond 64 bits, which orjson would
+make a float) and those nested more than ``_ORJSON_DEPTH`` deep. The standard library
+reads those, and whatever orjson refuses: the value, or the 400 and its message, is
+always the one the standard library gives.
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 
 def _stop(task: asyncio.Task[Any], stalled: list[bool]) -> None:
+    """The time is up: say so, then cancel the reading task."""
     stalled.append(True)
     task.cancel()
 
