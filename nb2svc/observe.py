@@ -14,6 +14,10 @@ from nb2svc.kernel_side.failures import DOES_NOT_LOAD
 from nb2svc.runtime.manifest import EndpointDescription, ReasonSource, RequirementReason, plain
 
 IMPORTED_BY_THE_NOTEBOOK = RequirementReason("notebook", "imported by the notebook")
+# Distributions the runtime's own modules import where they are installed: the kernel loads them after its
+# snapshot of modules, when it records the notebook's calls with the runtime's encoding, so they are never the
+# notebook's (the runtime requires them anyway, at the builder's version).
+LOADED_BY_THE_RUNTIME_IN_THE_KERNEL = frozenset({"orjson"})
 # What in_fresh_python.py reports per endpoint: the source of the reason, and its words.
 _REASONS: dict[str, tuple[ReasonSource, str]] = {
     "loading": ("artifact_load", "loading {endpoint}"),
@@ -26,9 +30,9 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[Requiremen
     """The distributions the service needs, keyed by why: ``RequirementReason("artifact_load", "loading my_fn")``...
 
     What the notebook imported in the kernel counts, less the kernel's own machinery (IPython loads
-    parts of it lazily, for magics and ``!shell`` lines). Then, in a new interpreter of the kernel's
-    Python, every artifact is loaded, the import statements of its code are read, and it is called
-    on its examples, recording the distributions each step brought in.
+    parts of it lazily, for magics and ``!shell`` lines) and what the runtime loaded there. Then, in a
+    new interpreter of the kernel's Python, every artifact is loaded, the import statements of its code
+    are read, and it is called on its examples, recording the distributions each step brought in.
     """
     request = {
         "task": "observe",
@@ -38,7 +42,7 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[Requiremen
     report = run_in_fresh_python(capture.python_executable, request, "observing the artifacts' imports")
     if "error" in report:
         raise _cannot_load(capture, report["error"])
-    machinery = set(report["kernel_machinery"])
+    machinery = set(report["kernel_machinery"]) | LOADED_BY_THE_RUNTIME_IN_THE_KERNEL
     observed = {
         IMPORTED_BY_THE_NOTEBOOK: tuple(
             d for d in capture.notebook_distributions if canonicalize_name(d.name) not in machinery

@@ -12,9 +12,13 @@ from nb2svc.capture import Capture, Distribution
 from nb2svc.errors import UsageError
 from nb2svc.runtime.manifest import RequirementEntry, RequirementReason
 
-# What nb2svc_runtime imports besides cloudpickle and the standard library
-# (cloudpickle is pinned to the version that serialized the artifacts).
-RUNTIME_DISTRIBUTIONS = ("starlette", "uvicorn", "fastjsonschema", "prometheus-client")
+# What nb2svc_runtime imports besides cloudpickle and the standard library (cloudpickle is pinned to the
+# version that serialized the artifacts), then the fast parts of the request path: orjson (the runtime's JSON,
+# the standard library's where it is missing), uvloop and httptools (uvicorn takes them by itself where installed).
+RUNTIME_DISTRIBUTIONS = ("starlette", "uvicorn", "fastjsonschema", "prometheus-client", "orjson", "uvloop", "httptools")
+# Pinned where the builder has them: a platform with no such distribution (uvloop on Windows) builds a service
+# without it, which runs on the standard library's parts instead, rather than failing the build.
+FAST_PARTS = frozenset({"orjson", "uvloop", "httptools"})
 # Never a requirement of the service: the builder itself.
 BUILDER = "nb2svc"
 SERVICE_RUNTIME = RequirementReason("runtime", "the service runtime")
@@ -60,11 +64,23 @@ def gather_requirements(
         for spec in _lines(requirements_file):
             add(_parse(spec, "--requirements").name, spec, REQUIREMENTS_FILE)
     add("cloudpickle", f"cloudpickle=={capture.cloudpickle_version}", SERIALIZED_THE_ARTIFACTS)
-    for name in RUNTIME_DISTRIBUTIONS:
-        add(name, f"{name}=={importlib.metadata.version(name)}", SERVICE_RUNTIME)
+    for name, version in runtime_pins():
+        add(name, f"{name}=={version}", SERVICE_RUNTIME)
     for spec in python_packages:
         add(_parse(spec, "--python-package").name, spec, PYTHON_PACKAGE, override=True)
     return tuple(sorted(found.values(), key=lambda requirement: canonicalize_name(requirement.name)))
+
+
+def runtime_pins() -> list[tuple[str, str]]:
+    """Each runtime distribution with the builder's installed version; the fast parts only where installed."""
+    pins = []
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            pins.append((name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            if name not in FAST_PARTS:
+                raise
+    return pins
 
 
 def format_requirements_in(requirements: Iterable[RequirementEntry]) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 
@@ -61,4 +63,16 @@ def serve(
         workers=workers,
         timeout_graceful_shutdown=graceful_timeout,
         access_log=False,  # the service logs each request as JSON
+        loop=fast_loop(),
+        http=fast_http(),
     )
+
+
+# uvicorn's event loop and HTTP parser: uvloop and httptools where they are installed (they are nb2svc's
+# dependencies, but uvloop has no Windows build), named rather than left to uvicorn's "auto", which picks the same.
+def fast_loop() -> Literal["uvloop", "asyncio"]:
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
+def fast_http() -> Literal["httptools", "h11"]:
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import os
+import re
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,10 @@ __all__ = [
     "ServerProcess",
     "kernel_processes",
     "make_service",
+    "request_log_line",
     "running_server",
     "until",
+    "uvicorn_access_lines",
     "write_manifest",
 ]
 
@@ -127,3 +132,19 @@ async def until(condition: Callable[[], bool]) -> None:
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     (directory / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+
+
+def request_log_line(server: ServerProcess, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The service's JSON log line for the request ``request_id``, waited for: it is written once the answer is sent."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in server.output().splitlines():
+            if line.startswith("{") and json.loads(line).get("request_id") == request_id:
+                return dict(json.loads(line))
+        assert time.monotonic() < deadline, f"no log line for {request_id} in:\n{server.output()}"
+        time.sleep(0.05)
+
+
+def uvicorn_access_lines(output: str) -> list[str]:
+    """uvicorn's own access log lines (``127.0.0.1:5000 - "GET /health HTTP/1.1" 200 OK``) in a server's output."""
+    return re.findall(r'^.*"[A-Z]+ \S+ HTTP/1\.1" \d{3}.*$', output, re.MULTILINE)

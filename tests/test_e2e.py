@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from helpers import FIXTURES, ROOT, running_server
+from helpers import FIXTURES, ROOT, request_log_line, running_server, uvicorn_access_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -109,10 +109,17 @@ def test_service_directory_runs_with_uvicorn_where_nb2svc_is_not_installed(
     ]
     with running_server(command, unused_tcp_port, cwd=lr_service) as server:
         base = server.url
-        response = httpx.post(f"{base}/v1/my_lr_deployement/latest", json={"data": [["a", 9]]})
+        response = httpx.post(
+            f"{base}/v1/my_lr_deployement/latest", json={"data": [["a", 9]]}, headers={"X-Request-ID": "batch"}
+        )
         assert response.status_code == 200
         [[row_id, value]] = response.json()["data"]
         assert row_id == "a" and round(value, 2) == 33.16
+        assert request_log_line(server, "batch")["rows"] == 1
+        metrics = httpx.get(f"{base}/metrics").text
+        output = server.output()
+    assert 'nb2svc_server_info{http="httptools",loop="uvloop"} 1.0' in metrics  # the lock installed them
+    assert uvicorn_access_lines(output) == [] and "Application startup complete." in output
 
 
 def test_failed_build_in_a_subprocess_exits_with_its_code(installed: Path, tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from importlib.metadata import distribution, version
+import sys
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
 import pytest
@@ -17,11 +19,11 @@ import nb2svc
 from nb2svc.capture import Capture, Distribution
 from nb2svc.cli import cli
 from nb2svc.locking import LockOptions
-from nb2svc.observe import IMPORTED_BY_THE_NOTEBOOK
-from nb2svc.requirements import format_requirements_in, gather_requirements
-from nb2svc.runtime.manifest import RequirementReason
+from nb2svc.observe import IMPORTED_BY_THE_NOTEBOOK, observe_requirements
+from nb2svc.requirements import RUNTIME_DISTRIBUTIONS, format_requirements_in, gather_requirements
+from nb2svc.runtime.manifest import RequirementReason, read_manifest
 
-from helpers import FIXTURES
+from helpers import FIXTURES, make_service
 
 LR = FIXTURES / "linear_regression.ipynb"
 CAPTURE = Capture(
@@ -57,7 +59,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> Result:
 @pytest.mark.network
 def test_pandas_and_scikit_learn_lock_their_closure_the_runtime_and_only_what_was_observed(tmp_path: Path) -> None:
     result = nb2svc.build(FIXTURES / "house_prices.ipynb", tmp_path / "service")
-    named = {"pandas", "scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle"}
+    named = {"pandas", "scikit-learn", "cloudpickle", *RUNTIME_DISTRIBUTIONS}
     requirements = {canonicalize_name(r.name): r.reasons for r in result.requirements}
     assert named <= set(requirements)
     for extra in set(requirements) - named:  # e.g. psutil, which joblib imports when it is there: observed, not guessed
@@ -65,6 +67,51 @@ def test_pandas_and_scikit_learn_lock_their_closure_the_runtime_and_only_what_wa
     assert set(result.lock.pins) == closure(*requirements)  # exactly the requirements and their closure
     assert "jsonschema" not in result.lock.pins  # imported only by a `skip` cell
     assert not {"ipykernel", "ipython", "nbclient"} & set(result.lock.pins)
+
+
+@pytest.mark.network
+def test_the_lock_carries_uvloop_httptools_and_orjson_with_hashes(tmp_path: Path) -> None:
+    nb2svc.build(LR, tmp_path / "service")
+    lock = (tmp_path / "service" / "requirements.txt").read_text()
+    for name in ("uvloop", "httptools", "orjson"):
+        pinned = rf"^{name}=={re.escape(version(name))} \\\n(?:    --hash=sha256:[0-9a-f]{{64}}(?: \\)?\n)+"
+        assert re.search(pinned, lock, re.MULTILINE), name
+    assert "uvicorn[standard]" not in lock and "watchfiles" not in lock  # only the fast parts, not the extras
+
+
+def test_the_fast_parts_are_left_out_where_the_builder_has_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = version
+
+    def without_uvloop(name: str) -> str:
+        if name == "uvloop":  # as on Windows
+            raise PackageNotFoundError(name)
+        return installed(name)
+
+    monkeypatch.setattr("importlib.metadata.version", without_uvloop)
+    specs = [requirement.spec for requirement in gather_requirements(CAPTURE, {})]
+    assert f"httptools=={version('httptools')}" in specs and f"orjson=={version('orjson')}" in specs
+    assert not [spec for spec in specs if spec.startswith("uvloop")]
+
+
+def double(x):
+    return x * 2
+
+
+def test_orjson_is_not_the_notebooks_when_the_runtime_loaded_it_in_the_kernel(tmp_path: Path) -> None:
+    # The kernel records the notebook's calls with the runtime's encoding, which imports orjson there (after the
+    # kernel's snapshot of its modules, where jupyter_client has not loaded it already): the service's need.
+    service = make_service(tmp_path, runnable=True, double=double)
+    seen = (Distribution("orjson", version("orjson"), ("orjson",)), Distribution("attrs", version("attrs"), ("attrs",)))
+    capture = dataclasses.replace(
+        CAPTURE,
+        endpoints=read_manifest(service).endpoints,
+        python_executable=sys.executable,
+        notebook_distributions=seen,
+    )
+    observed = observe_requirements(capture, service)
+    assert [d.name for d in observed[IMPORTED_BY_THE_NOTEBOOK]] == ["attrs"]
+    [orjson] = [r for r in gather_requirements(capture, observed) if r.name == "orjson"]
+    assert orjson.reasons == (RequirementReason("runtime", "the service runtime"),)
 
 
 @pytest.mark.network
@@ -120,13 +167,7 @@ def test_requirements_file_replaces_what_was_observed(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     specs = {r["spec"]: r["reasons"] for r in json.loads(result.stdout)["requirements"]}
     assert specs.pop("scikit-learn") == [{"source": "user", "text": "--requirements"}]
-    assert {spec.split("==")[0] for spec in specs} == {
-        "cloudpickle",
-        "fastjsonschema",
-        "prometheus-client",
-        "starlette",
-        "uvicorn",
-    }
+    assert {spec.split("==")[0] for spec in specs} == {"cloudpickle", *RUNTIME_DISTRIBUTIONS}
 
 
 def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) -> None:
@@ -141,9 +182,7 @@ def test_offline_lock_pins_the_installed_closure_without_hashes(tmp_path: Path) 
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["lock"]["hashes"] is False and manifest["lock"]["offline"] is True
     assert manifest["lock"]["tool"] == "installed metadata (offline)"  # --offline wins over --resolver
-    assert closure("scikit-learn", "starlette", "uvicorn", "fastjsonschema", "prometheus-client", "cloudpickle") <= set(
-        manifest["lock"]["pins"]
-    )
+    assert closure("scikit-learn", "cloudpickle", *RUNTIME_DISTRIBUTIONS) <= set(manifest["lock"]["pins"])
     assert "pip install -r requirements.txt" in (tmp_path / "out" / "README.md").read_text()
 
 

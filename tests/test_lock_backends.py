@@ -199,6 +199,7 @@ def test_uv_and_pip_compile_lock_the_same_pins_with_the_same_hashes(only_the_pac
         for resolver, backend in RESOLVERS.items()
     }
     assert {"scikit-learn", "numpy", "scipy", "joblib", "starlette", "anyio", "uvicorn", "h11"} <= set(locked["uv"])
+    assert {"uvloop", "httptools", "orjson"} <= set(locked["uv"])
     assert all(hashes for _, hashes in locked["uv"].values())
     assert locked["uv"] == locked["pip-compile"]
 

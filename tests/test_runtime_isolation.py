@@ -11,7 +11,9 @@ import nb2svc.runtime
 
 RUNTIME = Path(nb2svc.runtime.__file__).parent
 # What a service's requirements install for the runtime; anything else must be the standard library.
-ALLOWED = {"starlette", "anyio", "cloudpickle", "uvicorn", "fastjsonschema", "prometheus_client"}
+# orjson is optional: encoding.py and body.py import it only where it is installed (the training kernel may not
+# have it), with the standard library's json otherwise.
+ALLOWED = {"starlette", "anyio", "cloudpickle", "uvicorn", "fastjsonschema", "prometheus_client", "orjson"}
 
 
 def imported_modules(path: Path) -> list[tuple[str, int]]:

@@ -16,7 +16,7 @@ import pytest
 from nb2svc.errors import ServiceDidNotStart, VerifyMismatch
 from nb2svc.verification import _require_ready
 
-from helpers import make_service, running_server
+from helpers import make_service, request_log_line, running_server, uvicorn_access_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +46,34 @@ def test_serve_and_uvicorn_read_the_debug_setting_alike(
     with running_server(commands(service, unused_tcp_port)[how], unused_tcp_port, cwd=service, env=env) as server:
         error = httpx.post(f"{server.url}/v1/fails/latest", json={"data": 1}).json()["error"]
     assert ("traceback" in error) is traceback, error
+
+
+@pytest.mark.parametrize("how", ["nb2svc serve", "uvicorn app:app"])
+def test_served_on_uvloop_and_httptools_with_one_log_line_per_request(
+    tmp_path: Path, unused_tcp_port: int, how: str
+) -> None:
+    service = make_service(tmp_path, runnable=True, double=double)
+    with running_server(commands(service, unused_tcp_port)[how], unused_tcp_port, cwd=service) as server:
+        answer = httpx.post(f"{server.url}/v1/double/latest", json={"data": 2}, headers={"X-Request-ID": "once"})
+        line = request_log_line(server, "once")
+        metrics = httpx.get(f"{server.url}/metrics").text
+        output = server.output()
+    assert answer.json() == {"data": 4}
+    assert (line["path"], line["status"], line["endpoint"]) == ("/v1/double/latest", 200, "double")
+    assert 'nb2svc_server_info{http="httptools",loop="uvloop"} 1.0' in metrics
+    assert uvicorn_access_lines(output) == []  # the requests, /health polls included, are logged once: as JSON
+    assert "Application startup complete." in output  # uvicorn's other logs are still there
+
+
+def test_the_server_info_says_what_serves_when_it_is_not_uvloop_and_httptools(
+    tmp_path: Path, unused_tcp_port: int
+) -> None:
+    service = make_service(tmp_path, runnable=True, double=double)
+    command = commands(service, unused_tcp_port)["uvicorn app:app"] + ["--loop", "asyncio", "--http", "h11"]
+    with running_server(command, unused_tcp_port, cwd=service) as server:
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'nb2svc_server_info{http="h11",loop="asyncio"} 1.0' in metrics
+    assert "uvloop" not in metrics and "httptools" not in metrics
 
 
 def test_a_body_that_stalls_is_answered_408_and_its_connection_closed(tmp_path: Path, unused_tcp_port: int) -> None:

@@ -30,6 +30,22 @@ def test_every_target_writes_its_files(tmp_path: Path) -> None:
     assert "curl -s -X POST localhost:8000/v1/double/latest" in (tmp_path / "README.md").read_text()
 
 
+def test_the_container_runs_uvicorn_without_its_access_log_on_uvloop_and_httptools_where_locked(
+    tmp_path: Path,
+) -> None:
+    fast = make_service(tmp_path / "fast", pins={"uvloop": "0.23.0", "httptools": "0.9.0", "uvicorn": "0.54.0"})
+    write_targets(tmp_path / "fast", read_manifest(fast))
+    assert (tmp_path / "fast" / "Dockerfile").read_text().splitlines()[-1] == (
+        'CMD ["uvicorn", "app:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", '
+        '"--loop", "uvloop", "--http", "httptools"]'
+    )
+    plain = make_service(tmp_path / "plain", pins={"uvicorn": "0.54.0"}, double=double)  # a lock made on Windows
+    write_targets(tmp_path / "plain", read_manifest(plain))
+    assert (tmp_path / "plain" / "Dockerfile").read_text().splitlines()[-1] == (
+        'CMD ["uvicorn", "app:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]'
+    )
+
+
 def test_a_lock_without_hashes_is_installed_without_require_hashes(tmp_path: Path) -> None:
     manifest = read_manifest(make_service(tmp_path / "made", double=double))
     offline = dataclasses.replace(manifest, lock=dataclasses.replace(manifest.lock, hashes=False, offline=True))

@@ -26,7 +26,7 @@ from .encoding import encode_json
 from .errors import NotReady, RoutingError, ServiceError
 from .executor import BatchingExecutor, CallExecutor
 from .load import LoadedService, UnreadyService, load_service
-from .observability import Metrics, RequestLog
+from .observability import Metrics, RequestLog, quiet_uvicorn_access_log
 from .openapi import openapi
 from .settings import Settings
 
@@ -42,7 +42,9 @@ def create_app(service_dir: str | Path, settings: Settings | None = None) -> Sta
 
 
 def build_app(services: Sequence[LoadedService | UnreadyService], settings: Settings) -> Starlette:
-    """One app serving every loaded service's endpoints; ``/ready`` is 200 only when all of them loaded."""
+    """One app serving every loaded service's endpoints; ``/ready`` is 200 only when all of them loaded.
+    Each request is logged once, by the app: uvicorn's own access log is turned off."""
+    quiet_uvicorn_access_log()
     metrics = Metrics()
     loaded = [s for s in services if isinstance(s, LoadedService)]
     unready = [s for s in services if isinstance(s, UnreadyService)]

@@ -3,7 +3,16 @@
 numpy scalars and arrays become numbers and lists, pandas Series lists and
 DataFrames records, NaN and infinities null, datetimes and dates ISO 8601
 strings, bytes base64, Decimal exact strings, sets sorted lists, dataclasses
-and pydantic models objects. Anything else is Unencodable, naming the type.
+and pydantic models objects, enum members their values, UUIDs strings. Anything
+else is Unencodable, naming the type.
+
+orjson writes it where it is installed (every service's lock has it); the standard
+library's json writes what orjson will not (integers beyond 64 bits, keys that are
+not strings, lone surrogates, nesting past 254 levels) and everything where orjson
+is missing (the training kernel may not have it). Both give the same values:
+``plain`` decides every type that is not JSON's own, for both. Numbers are written
+in their shortest form (orjson's ``1e-7`` is the standard library's ``1e-07``),
+strings in UTF-8 (the standard library escapes what is not ASCII).
 """
 
 from __future__ import annotations
@@ -12,15 +21,36 @@ import base64
 import dataclasses
 import datetime
 import decimal
+import enum
 import json
 import math
+import uuid
 from typing import Any
 
 from .errors import Unencodable
 
+try:
+    import orjson
+except ImportError:  # the standard library's json, for everything
+    orjson = None  # type: ignore[assignment]
+
+# plain, not orjson, decides dates and dataclasses (as for the standard library); numpy goes to plain too,
+# without OPT_SERIALIZE_NUMPY: its float32 would not be written as tolist() gives it.
+_ORJSON_OPTIONS = 0 if orjson is None else orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
 
 def encode_json(payload: Any) -> bytes:
-    """``payload`` as compact UTF-8 JSON; the fast path costs one ``json.dumps``."""
+    """``payload`` as compact UTF-8 JSON."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(payload, default=plain, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:  # what orjson will not write: the standard library writes it, or says why not
+            pass
+    return _encode_with_json(payload)
+
+
+def _encode_with_json(payload: Any) -> bytes:
+    """The standard library's encoding, one ``json.dumps`` when there is no NaN or infinity."""
     try:
         try:
             text = json.dumps(payload, default=plain, allow_nan=False, separators=(",", ":"))
@@ -34,7 +64,7 @@ def encode_json(payload: Any) -> bytes:
 
 
 def plain(value: Any) -> Any:
-    """A JSON-ready stand-in for ``value``, one level deep (``json.dumps`` recurses into it)."""
+    """A JSON-ready stand-in for ``value``, one level deep (the encoder recurses into it)."""
     if hasattr(value, "to_dict") and hasattr(value, "columns"):  # a pandas DataFrame
         return value.to_dict(orient="records")
     if hasattr(value, "tolist"):  # numpy arrays and scalars, pandas Series
@@ -54,6 +84,10 @@ def plain(value: Any) -> Any:
         return dataclasses.asdict(value)
     if hasattr(value, "model_dump"):  # a pydantic model
         return value.model_dump(mode="json")
+    if isinstance(value, enum.Enum):  # as orjson writes them
+        return value.value
+    if isinstance(value, uuid.UUID):  # as orjson writes them: 8-4-4-4-12 hexadecimal digits
+        return str(value)
     if hasattr(value, "isoformat"):  # pandas Timestamp, numpy datetime64 handled by tolist above
         return value.isoformat()
     kind = type(value)

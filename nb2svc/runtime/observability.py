@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -11,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .encoding import encode_json
 
 
 class Metrics:
@@ -68,6 +72,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.server = Gauge(
+            "nb2svc_server_info",
+            "The event loop and the HTTP parser that serve the requests (1 for the pair in use)",
+            ["loop", "http"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
 
     def batching(self, endpoint: str) -> BatchMetrics:
@@ -78,6 +89,15 @@ class Metrics:
             self.call_seconds.labels(endpoint),
             self.queued.labels(endpoint),
         )
+
+    def served_by(self, receive: Receive) -> None:
+        """Record what serves the requests, as seen from one: the running loop's package (``uvloop``, ``asyncio``)
+        and the server's HTTP implementation that ``receive`` belongs to (``httptools``, ``h11`` under uvicorn)."""
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        cycle = getattr(receive, "__self__", None)  # uvicorn's receive is a method of the connection's request cycle
+        module = type(cycle).__module__ if cycle is not None else getattr(receive, "__module__", "")
+        http = module.rpartition(".")[2].removesuffix("_impl")  # uvicorn.protocols.http.httptools_impl
+        self.server.labels(loop, http).set(1)
 
     def answered(self, endpoint: str, status: int, seconds: float, rows: int | None) -> None:
         """Count one answer; the labelled children are looked up once per (endpoint, status), then reused."""
@@ -116,13 +136,20 @@ class RequestLog:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._server_seen = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _header(scope, b"x-request-id") or os.urandom(16).hex()
+        if not self._server_seen:
+            self._server_seen = True
+            self.metrics.served_by(receive)
+        # Not os.urandom: it lets go of the GIL for its system call, and under load a worker thread waiting to run
+        # a call takes it, holding up the event loop for that whole call (3 thread switches a request, not 1).
+        request_id = _header(scope, b"x-request-id") or f"{random.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
         started = time.perf_counter()
         status = 500
 
@@ -130,35 +157,44 @@ class RequestLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        in_flight = self.metrics.in_flight
+        in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.metrics.in_flight.dec()
+            in_flight.dec()
             self._record(scope, request_id, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         state: dict[str, Any] = scope["state"]
         endpoint = state.get("endpoint", "")
-        self.metrics.answered(endpoint, status, seconds, state.get("rows"))
-        sys.stderr.write(
-            json.dumps(
-                {
-                    "time": round(time.time(), 3),
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "endpoint": endpoint or None,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 3),
-                    "rows": state.get("rows"),
-                }
-            )
-            + "\n"
-        )  # straight to stderr: the logging module's records cost more than the request's own work
+        rows = state.get("rows")
+        self.metrics.answered(endpoint, status, seconds, rows)
+        line = {
+            "time": round(time.time(), 3),
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "endpoint": endpoint or None,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "rows": rows,
+        }
+        # Straight to stderr: the logging module's records cost more than the request's own work.
+        sys.stderr.write(encode_json(line).decode("utf-8") + "\n")
+
+
+def quiet_uvicorn_access_log() -> None:
+    """Turn uvicorn's access log off: the service writes its own line per request, and ``uvicorn app:app`` would
+    write a second one. This is what uvicorn's ``--no-access-log`` does (``Config.configure_logging``); uvicorn
+    configures its logging before it imports the app, and each connection it opens logs requests only if
+    ``logging.getLogger("uvicorn.access").hasHandlers()``. Its other loggers (``uvicorn.error``) are untouched."""
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
