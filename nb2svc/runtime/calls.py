@@ -8,7 +8,6 @@ status are the same for all. Errors are raised as ``ServiceError``s and answered
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import traceback
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ async def answer(request: Request, service: Service, endpoint: Endpoint, protoco
     state.endpoint, state.service, state.protocol = endpoint.name, service, protocol
     call = protocol.read(parse_json(await read_body(request, service.settings)), endpoint)
     if call.inputs is not None:  # to be gathered: dropped if its client goes while it waits
-        call = dataclasses.replace(call, disconnected=request.is_disconnected)
+        call.disconnected = request.is_disconnected
     state.rows = call.rows
     limit = service.settings.max_batch_rows
     if call.rows > limit:

@@ -44,10 +44,12 @@ def is_batch(data: Any) -> bool:
 
 
 def read_batch(data: list[Any], signature: Signature) -> Batch:
+    only = signature.parameters[0].name if len(signature.parameters) == 1 else None
+    if only is not None and all(type(row) is list and len(row) == 2 and type(row[1]) is not dict for row in data):
+        # One parameter and rows [id, value] whose value is not an object: bind's answer is {name: value}.
+        return Batch([row[0] for row in data], [{only: row[1]} for row in data])
     ids: list[Any] = []
     rows: list[dict[str, Any] | BindingError] = []
-    # One parameter and a value that is not an object: bind's answer is {name: value}, made here directly.
-    only = signature.parameters[0].name if len(signature.parameters) == 1 else None
     for index, row in enumerate(data):
         if type(row) is not list or not row:
             raise BadRequest(
@@ -55,9 +57,6 @@ def read_batch(data: list[Any], signature: Signature) -> Batch:
                 f"(got {json.dumps(row)[:80]})"
             )
         ids.append(row[0])
-        if only is not None and len(row) == 2 and type(row[1]) is not dict:
-            rows.append({only: row[1]})
-            continue
         try:
             rows.append(bind(row[1] if len(row) == 2 else row[1:], signature, spread=len(row) > 2))
         except BindingError as exc:

@@ -25,7 +25,7 @@ from .settings import Settings
 from .turns import take_turns
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Call:
     """One request, read by its protocol: the endpoint, how many rows it carries (for the batch limit and
     the metrics), and what to run for it; ``run``'s answer lists under "errors" the rows that failed.
@@ -56,8 +56,9 @@ class Executor(Protocol):
     async def run(self, call: Call) -> dict[str, Any]: ...
 
 
-# A call shorter than this may run on the event loop itself, once its endpoint has proved that fast.
-FAST_CALL = 0.001
+# A call shorter than this may run on the event loop itself, once its endpoint has proved that fast: the loop
+# waits that long at most (a hand-written server's waits for every call, however long).
+FAST_CALL = 0.005
 PROOF = 32  # consecutive fast calls that prove an endpoint fast (doubled each time it proves slow after all)
 MAX_PROOF = 4096
 # A worker that has run its call this long while using under BLOCKED_SHARE of a core is waiting (on I/O, a
@@ -312,8 +313,9 @@ class BatchingExecutor:
 
 
 # A call that waited longer than this is asked whether its client is still there before it is computed;
-# asking costs about 20 µs, which a call taken at once need not pay.
-CHECK_CLIENT_AFTER = 0.001
+# asking costs about 20 µs, more than the call's share of a batch costs to compute: only a long wait (an
+# overloaded endpoint, clients giving up) makes it worth asking.
+CHECK_CLIENT_AFTER = 0.05
 
 
 @dataclass(eq=False)
@@ -358,8 +360,6 @@ class Gatherer:
         self.metrics = self.executor.metrics.batching(name)
 
     async def run(self, call: Call) -> dict[str, Any]:
-        if not self._running and not self._waiting and not self.max_wait:
-            return await self._alone(call)
         if self._queued and self._queued + call.rows > self.max_queue:
             raise Busy(
                 f"{self.endpoint.name} has {self._queued} inputs waiting, and takes at most {self.max_queue} "
@@ -439,17 +439,6 @@ class Gatherer:
     async def _client_gone(waiting: _Waiting) -> bool:
         check = waiting.call.disconnected
         return check is not None and await check()
-
-    async def _alone(self, call: Call) -> dict[str, Any]:
-        """Nothing waits and nothing runs: the call is the batch, run at once in its request's own task."""
-        assert call.inputs is not None
-        self._running = True
-        try:
-            self.metrics.queue_wait.observe(0.0)
-            return call.inputs.answer(await self._call_function(call.inputs.rows))
-        finally:
-            self._running = False
-            self._dispatch()
 
     async def _call_function(self, rows: list[Any]) -> list[Any]:
         """The function called for ``rows`` (on the ``CallExecutor``): each one's outcome."""

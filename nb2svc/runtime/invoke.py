@@ -213,10 +213,12 @@ def per_row(results: Any, expected: int) -> list[Any]:
 
 def batch_answer(ids: list[Any], outcomes: list[Any]) -> BatchAnswer:
     """A batch request's answer from each row's outcome (a result, or the error of a row that failed)."""
+    if not any(isinstance(outcome, _FAILURES) for outcome in outcomes):
+        return BatchAnswer([[row_id, outcome] for row_id, outcome in zip(ids, outcomes, strict=True)], [])
     answers: list[list[Any]] = []
     errors: list[list[Any]] = []
     for row_id, outcome in zip(ids, outcomes, strict=True):
-        if isinstance(outcome, (BindingError, CallFailed)):
+        if isinstance(outcome, _FAILURES):
             answers.append([row_id, None])
             errors.append([row_id, outcome.body()])
         else:
@@ -224,8 +226,11 @@ def batch_answer(ids: list[Any], outcomes: list[Any]) -> BatchAnswer:
     return BatchAnswer(answers, errors)
 
 
+_FAILURES = (BindingError, CallFailed)
+
+
 def _failed(outcome: Any) -> bool:
-    return isinstance(outcome, (BindingError, CallFailed))
+    return isinstance(outcome, _FAILURES)
 
 
 @dataclass(frozen=True)

@@ -340,6 +340,8 @@ _FROM_JSON: dict[Any, Callable[[Any], Any]] = {
 
 def _float_exactly(value: Any) -> Any:
     """An integer as the float of the same value; one that no float holds exactly is refused, never rounded."""
+    if type(value) is float:
+        return value
     if not isinstance(value, int) or isinstance(value, bool):
         return value
     try:
