@@ -1,0 +1,175 @@
+"""The registry of deployments: numbered versions of named services, and aliases that name a version.
+
+Layout (one directory, ``NB2SVC_REGISTRY`` or the user's data directory)::
+
+    <root>/<name>/<n>/             an ordinary service directory (what `nb2svc build` writes), n = 1, 2, 3...
+    <root>/<name>/aliases.json     {"prod": 3}
+    <root>/<name>/.lock            held while aliases are changed or a version removed
+
+A version appears whole or not at all: it is written beside its final place, then renamed to the next free
+number (a rename onto a number another publisher took just before fails, and the next number is tried), so
+two publishers at the same moment get distinct numbers, and a publisher killed halfway leaves only a hidden
+staging directory that nothing loads. ``latest`` is the highest number; an alias is a name for a number. A
+removed version's number is never given again (``.removed-<n>`` keeps it), so a URL with a number always
+meant one model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from nb2svc.errors import UsageError
+
+NAME = re.compile(r"^[a-zA-Z0-9_]+$")
+ENVIRONMENT = "NB2SVC_REGISTRY"
+LATEST = "latest"
+_ALIASES = "aliases.json"
+
+
+def default_root() -> Path:
+    """``NB2SVC_REGISTRY`` if set, else the user's data directory (``~/.local/share/nb2svc/registry`` on Linux)."""
+    chosen = os.environ.get(ENVIRONMENT)
+    return Path(chosen) if chosen else Path(platformdirs.user_data_dir("nb2svc")) / "registry"
+
+
+def check_name(name: str, what: str = "deployment name") -> str:
+    if not NAME.match(name):
+        raise UsageError(f"{what} {name!r} must be letters, digits and underscores only (it is part of the URL)")
+    return name
+
+
+@dataclass(frozen=True)
+class Version:
+    name: str
+    number: int
+    path: Path
+
+
+class Registry:
+    """Named deployments, each a sequence of numbered versions, under ``root``."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+
+    def publish(self, name: str, write: Callable[[Path], None]) -> Version:
+        """The next version of ``name``: ``write(directory)`` fills a new directory, which then becomes
+        version n+1 at once. If ``write`` raises, nothing is published."""
+        folder = self.root / check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        try:
+            write(staging)
+            staging.chmod(0o755)  # mkdtemp made it private
+            number = self._highest(name) + 1
+            while True:
+                try:
+                    staging.rename(folder / str(number))
+                    return Version(name, number, folder / str(number))
+                except OSError as exc:  # another publisher took this number first
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    number += 1
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when it was published
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
+
+    def numbers(self, name: str) -> list[int]:
+        """The versions of ``name``, oldest first."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def _highest(self, name: str) -> int:
+        """The highest number ever given to ``name``, removed ones included: a number is never reused."""
+        folder = self.root / name
+        removed = [int(p.name.removeprefix(".removed-")) for p in folder.glob(".removed-*") if p.is_file()]
+        return max([*self.numbers(name), *removed], default=0)
+
+    def aliases(self, name: str) -> dict[str, int]:
+        path = self.root / name / _ALIASES
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def resolve(self, name: str, version: str) -> Version:
+        """The version that ``version`` names: a number, ``latest`` or an alias; UsageError if none."""
+        numbers = self.numbers(name)
+        if not numbers:
+            raise UsageError(f"there is no deployment {name!r} in {self.root}")
+        if version == LATEST:
+            number = numbers[-1]
+        elif version.isdigit() and int(version) in numbers:
+            number = int(version)
+        elif version in (aliases := self.aliases(name)):
+            number = aliases[version]
+        else:
+            known = ", ".join([LATEST, *map(str, numbers), *self.aliases(name)])
+            raise UsageError(f"{name} has no version {version!r}: it has {known}")
+        return Version(name, number, self.root / name / str(number))
+
+    def set_alias(self, name: str, alias: str, number: int) -> None:
+        """Point ``alias`` at version ``number`` of ``name`` (moving it if it pointed elsewhere)."""
+        check_name(alias, "alias")
+        if alias.isdigit() or alias == LATEST:
+            raise UsageError(f"alias {alias!r} would hide a version: use a name that is not a number or 'latest'")
+        with self._locked(name):
+            if number not in self.numbers(name):
+                raise UsageError(f"{name} has no version {number} (it has {self.numbers(name) or 'none'})")
+            self._write_aliases(name, {**self.aliases(name), alias: number})
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        with self._locked(name):
+            aliases = self.aliases(name)
+            if alias not in aliases:
+                raise UsageError(f"{name} has no alias {alias!r}")
+            del aliases[alias]
+            self._write_aliases(name, aliases)
+
+    def remove(self, name: str, number: int) -> None:
+        """Remove version ``number``; refused while an alias points at it."""
+        with self._locked(name):
+            pointing = sorted(alias for alias, target in self.aliases(name).items() if target == number)
+            if pointing:
+                raise UsageError(
+                    f"version {number} of {name} is what {', '.join(pointing)} points at: move or remove "
+                    f"{'that alias' if len(pointing) == 1 else 'those aliases'} first (nb2svc alias)"
+                )
+            path = self.root / name / str(number)
+            if not path.is_dir():
+                raise UsageError(f"{name} has no version {number}")
+            (path.parent / f".removed-{number}").touch()  # its number is never given again
+            doomed = path.with_name(f".removing-{number}-{os.getpid()}")
+            path.rename(doomed)  # gone at once for every reader; deleted after
+            shutil.rmtree(doomed)
+
+    def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
+        path = self.root / name / _ALIASES
+        temporary = path.with_name(f".{_ALIASES}.{os.getpid()}")
+        temporary.write_text(json.dumps(dict(sorted(aliases.items())), indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        folder = self.root / check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,0 +1,131 @@
+"""The registry of deployments: numbered versions published whole, concurrently, never reused; aliases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from nb2svc.errors import UsageError
+from nb2svc.registry import Registry, default_root
+
+
+def service(text: str):
+    def write(directory: Path) -> None:
+        (directory / "manifest.json").write_text(text)
+        (directory / "artifacts").mkdir()
+
+    return write
+
+
+def test_versions_are_numbered_and_latest_is_the_highest(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    assert registry.publish("model", service("one")).number == 1
+    assert registry.publish("model", service("two")).number == 2
+    assert registry.numbers("model") == [1, 2]
+    latest = registry.resolve("model", "latest")
+    assert latest.number == 2 and (latest.path / "manifest.json").read_text() == "two"
+    assert registry.resolve("model", "1").path == tmp_path / "model" / "1"
+    assert registry.names() == ["model"]
+
+
+def test_a_write_that_fails_publishes_nothing(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+
+    def broken(directory: Path) -> None:
+        (directory / "half").write_text("x")
+        raise RuntimeError("the lock failed")
+
+    with pytest.raises(RuntimeError):
+        registry.publish("model", broken)
+    assert registry.numbers("model") == []
+    assert list((tmp_path / "model").iterdir()) == []  # no staging directory left behind
+
+
+def test_concurrent_publishers_get_distinct_numbers(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    publishers = 8
+    together = threading.Barrier(publishers)  # all of them choose their number at the same moment
+    published: list[int] = []
+
+    def publish(index: int) -> None:
+        def write(directory: Path) -> None:
+            (directory / "manifest.json").write_text(str(index))
+            together.wait(10)
+
+        published.append(registry.publish("model", write).number)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(publishers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(published) == list(range(1, publishers + 1))
+    contents = {(tmp_path / "model" / str(n) / "manifest.json").read_text() for n in published}
+    assert contents == {str(i) for i in range(publishers)}  # none lost, none overwritten
+
+
+def test_a_publisher_killed_halfway_leaves_no_version(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from nb2svc.registry import Registry\n"
+        "def write(directory):\n"
+        "    (directory / 'manifest.json').write_text('half')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+        f"Registry({str(tmp_path)!r}).publish('model', write)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None and process.stdout.readline() == "writing\n"  # it is mid-write
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+    registry = Registry(tmp_path)
+    assert registry.numbers("model") == []
+    assert registry.publish("model", service("whole")).number == 1
+
+
+def test_aliases_name_a_version_and_move(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    for text in ("one", "two"):
+        registry.publish("model", service(text))
+    registry.set_alias("model", "prod", 1)
+    assert registry.resolve("model", "prod").number == 1
+    registry.set_alias("model", "prod", 2)
+    assert registry.aliases("model") == {"prod": 2}
+    for alias in ("3", "latest", "bad-name"):
+        with pytest.raises(UsageError):
+            registry.set_alias("model", alias, 1)
+    with pytest.raises(UsageError, match="has no version 7"):
+        registry.set_alias("model", "staging", 7)
+    with pytest.raises(UsageError, match="it has latest, 1, 2, prod"):
+        registry.resolve("model", "canary")
+
+
+def test_removing_a_version_is_refused_while_an_alias_names_it_and_its_number_is_never_reused(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path)
+    for text in ("one", "two"):
+        registry.publish("model", service(text))
+    registry.set_alias("model", "prod", 2)
+    with pytest.raises(UsageError, match="version 2 of model is what prod points at"):
+        registry.remove("model", 2)
+    registry.remove_alias("model", "prod")
+    registry.remove("model", 2)
+    assert registry.numbers("model") == [1]
+    assert registry.publish("model", service("three")).number == 3  # 2 meant another model
+
+
+def test_names_are_url_safe_and_the_root_can_be_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="letters, digits and underscores"):
+        Registry(tmp_path).publish("my model", service("x"))
+    monkeypatch.setenv("NB2SVC_REGISTRY", str(tmp_path / "chosen"))
+    assert default_root() == tmp_path / "chosen"
+    assert Registry().root == tmp_path / "chosen"
