@@ -265,6 +265,68 @@ class _SettingText(_TextParamType):
         return str(value)
 
 
+_REGISTRY_OPTION = click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    help="The registry of deployments.  [default: NB2SVC_REGISTRY, else the user's data directory]",
+)
+
+
+@cli.command("deployments")
+@_REGISTRY_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def deployments_command(registry: Path | None, as_json: bool) -> None:
+    """List the registry's deployments: their versions (when, from which notebook, which Python) and aliases."""
+    from nb2svc.registry import Registry
+
+    with _reporting_errors(as_json, None):
+        chosen = Registry(registry)
+        listed = chosen.describe()
+    if as_json:
+        click.echo(json.dumps({"ok": True, "registry": str(chosen.root), "deployments": listed}))
+        return
+    if not listed:
+        click.echo(f"no deployments in {chosen.root}")
+    for deployment in listed:
+        named: dict[int, list[str]] = {}
+        for alias, number in deployment["aliases"].items():
+            named.setdefault(number, []).append(alias)
+        newest = deployment["versions"][-1]["version"] if deployment["versions"] else None
+        for version in deployment["versions"]:
+            tags = named.get(version["version"], []) + (["latest"] if version["version"] == newest else [])
+            about = version.get("error") or (
+                f"built {version['built_at']} from {version['notebook']}, Python {version['python']}"
+            )
+            click.echo(f"{deployment['name']:20} {version['version']:>4}  {', '.join(tags):16} {about}")
+
+
+@cli.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=click.IntRange(min=1))
+@_REGISTRY_OPTION
+def alias_command(name: str, alias: str, version: int, registry: Path | None) -> None:
+    """Point ALIAS (e.g. prod) at VERSION of deployment NAME: /v1/NAME/ALIAS then answers as that version."""
+    from nb2svc.registry import Registry
+
+    with _reporting_errors(False, None):
+        Registry(registry).set_alias(name, alias, version)
+    click.echo(f"{name}/{alias} -> {version}")
+
+
+@cli.command("remove")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(min=1))
+@_REGISTRY_OPTION
+def remove_command(name: str, version: int, registry: Path | None) -> None:
+    """Remove VERSION of deployment NAME (refused while an alias points at it); its number is never reused."""
+    from nb2svc.registry import Registry
+
+    with _reporting_errors(False, None):
+        Registry(registry).remove(name, version)
+    click.echo(f"removed {name}/{version}")
+
+
 @cli.command("serve")
 @click.argument("service_dir", default=".", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")

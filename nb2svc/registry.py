@@ -27,10 +27,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
 from nb2svc.errors import UsageError
+from nb2svc.runtime.manifest import ManifestError, read_manifest
 
 NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"
@@ -156,6 +158,33 @@ class Registry:
             doomed = path.with_name(f".removing-{number}-{os.getpid()}")
             path.rename(doomed)  # gone at once for every reader; deleted after
             shutil.rmtree(doomed)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every deployment with its versions (when built, from which notebook, on which Python) and aliases."""
+        return [
+            {
+                "name": name,
+                "aliases": self.aliases(name),
+                "versions": [self._version_facts(name, number) for number in self.numbers(name)],
+            }
+            for name in self.names()
+        ]
+
+    def _version_facts(self, name: str, number: int) -> dict[str, Any]:
+        path = self.root / name / str(number)
+        facts: dict[str, Any] = {"version": number, "path": str(path)}
+        try:
+            manifest = read_manifest(path)
+        except ManifestError as exc:  # listed all the same, with why it cannot be served
+            return {**facts, "error": str(exc)}
+        return {
+            **facts,
+            "built_at": manifest.built_at,
+            "notebook": manifest.notebook.file,
+            "python": manifest.python.version,
+            "endpoints": [endpoint.name for endpoint in manifest.endpoints],
+            "model_version": manifest.version,
+        }
 
     def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
         path = self.root / name / _ALIASES

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from nb2svc.cli import cli
 from nb2svc.errors import UsageError
 from nb2svc.registry import Registry, default_root
+
+from helpers import make_service
 
 
 def service(text: str):
@@ -129,3 +135,34 @@ def test_names_are_url_safe_and_the_root_can_be_chosen(tmp_path: Path, monkeypat
     monkeypatch.setenv("NB2SVC_REGISTRY", str(tmp_path / "chosen"))
     assert default_root() == tmp_path / "chosen"
     assert Registry().root == tmp_path / "chosen"
+
+
+def built(directory: Path) -> None:
+    """A real service directory (its manifest as a build writes it), made in the registry's staging place."""
+    directory.rmdir()  # make_service creates it
+    make_service(directory, double=lambda x: x * 2)
+
+
+def test_the_commands_list_alias_and_remove(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    registry.publish("model", built)
+    registry.publish("model", built)
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, [*args, "--registry", str(tmp_path)])
+
+    assert run("alias", "model", "prod", "1").output == "model/prod -> 1\n"
+    listed = json.loads(run("deployments", "--json").stdout)
+    [deployment] = listed["deployments"]
+    assert deployment["name"] == "model" and deployment["aliases"] == {"prod": 1}
+    assert [v["version"] for v in deployment["versions"]] == [1, 2]
+    assert deployment["versions"][0]["notebook"] == "test.ipynb" and deployment["versions"][0]["endpoints"] == [
+        "double"
+    ]
+    text = run("deployments").output.splitlines()
+    assert "prod" in text[0] and "latest" in text[1] and "from test.ipynb" in text[1]
+    refused = run("remove", "model", "1")
+    assert refused.exit_code == 2 and "prod points at" in refused.output
+    assert run("remove", "model", "2").exit_code == 0
+    assert [v["version"] for v in json.loads(run("deployments", "--json").stdout)["deployments"][0]["versions"]] == [1]
