@@ -195,7 +195,8 @@ class Registry:
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[None]:
         folder = self.root / check_name(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():  # never made here: only a published version makes a deployment
+            raise UsageError(f"there is no deployment {name!r} in {self.root}")
         with open(folder / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

@@ -129,6 +129,14 @@ def test_removing_a_version_is_refused_while_an_alias_names_it_and_its_number_is
     assert registry.publish("model", service("three")).number == 3  # 2 meant another model
 
 
+def test_changing_a_deployment_that_does_not_exist_is_refused_and_makes_none(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    for change in (lambda: registry.set_alias("ghost", "prod", 1), lambda: registry.remove("ghost", 1)):
+        with pytest.raises(UsageError, match="there is no deployment 'ghost'"):
+            change()
+    assert registry.names() == []
+
+
 def test_names_are_url_safe_and_the_root_can_be_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match="letters, digits and underscores"):
         Registry(tmp_path).publish("my model", service("x"))

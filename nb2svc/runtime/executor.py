@@ -217,9 +217,7 @@ class CallExecutor:
         self._waiting.append(task)
         self._dispatch()
         try:
-            return await asyncio.wait_for(asyncio.shield(task.future), self.timeout)
-        except asyncio.TimeoutError:
-            raise TimedOut(f"the call took longer than {self.timeout:g} s (NB2SVC_TIMEOUT)") from None
+            return await _within(task.future, self.timeout)
         finally:
             task.gone = True
 
@@ -237,7 +235,7 @@ class CallExecutor:
             took = time.perf_counter() - started
             speed.observe(took)
             if took > self.timeout:
-                raise TimedOut(f"the call took longer than {self.timeout:g} s (NB2SVC_TIMEOUT)")
+                raise _timed_out(self.timeout)
 
     def _dispatch(self) -> None:
         """Start waiting calls while no worker computes; if one does, look again in ``STALL``."""
@@ -372,9 +370,8 @@ class Gatherer:
         self.metrics.queued.set(self._queued)
         self._dispatch()
         try:
-            return await asyncio.wait_for(asyncio.shield(waiting.future), self.timeout)
-        except asyncio.TimeoutError:
-            raise TimedOut(f"the call took longer than {self.timeout:g} s (NB2SVC_TIMEOUT)") from None
+            answered: dict[str, Any] = await _within(waiting.future, self.timeout)
+            return answered
         finally:
             waiting.gone = True
 
@@ -472,6 +469,18 @@ class Gatherer:
         for start in range(0, len(rows), self.max_size):
             outcomes += together(rows[start : start + self.max_size])
         return outcomes
+
+
+async def _within(future: asyncio.Future[Any], timeout: float) -> Any:
+    """``future``'s result, or TimedOut once ``timeout`` has passed (the future itself is left to finish)."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+    except asyncio.TimeoutError:
+        raise _timed_out(timeout) from None
+
+
+def _timed_out(timeout: float) -> TimedOut:
+    return TimedOut(f"the call took longer than {timeout:g} s (NB2SVC_TIMEOUT)")
 
 
 def _answer(waiting: _Waiting, result: Any, error: BaseException | None) -> None:

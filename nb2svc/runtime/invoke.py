@@ -26,6 +26,10 @@ class BatchAnswer:
     data: list[list[Any]]  # [[id, result or None], ...] in request order
     errors: list[list[Any]]  # [[id, {"type", "message"}], ...]
 
+    def body(self) -> dict[str, Any]:
+        """The response body: ``errors`` only when a row failed."""
+        return {"data": self.data, "errors": self.errors} if self.errors else {"data": self.data}
+
 
 class Invoker:
     """Validates and converts arguments for ``function`` once per parameter, compiled at start-up."""
@@ -172,7 +176,11 @@ class Invoker:
         values = [value for _, value in valid]
         name = self.signature.parameters[0].name
         try:
-            argument = self.arguments({name: values}) if self.signature.dataframe else {name: self._batch(values)}
+            if self.signature.dataframe:  # the records become one table, by the parameter's converter
+                argument = self.arguments({name: values})
+            else:  # a batchable function's inputs, each converted already, become its argument
+                assert self.signature.batch is not None
+                argument = {name: self.signature.batch(values)}
             returned = self._call(argument)
         except (BindingError, CallFailed) as exc:
             if len(valid) == 1:
@@ -188,10 +196,6 @@ class Invoker:
             results = [exc] * len(valid)
         for (index, _), result in zip(valid, results, strict=True):
             outcomes[index] = result
-
-    def _batch(self, values: list[Any]) -> Any:
-        together = self.signature.batch
-        return values if together is None else together(values)
 
 
 def per_row(results: Any, expected: int) -> list[Any]:
@@ -265,14 +269,12 @@ def answer(invoker: Invoker, data: Any) -> dict[str, Any]:
         inputs = inputs_of(invoker, data)
         return inputs.answer(invoker.together(inputs.rows))
     if is_batch(data):
-        result = invoker.call_batch(data)
-        return {"data": result.data, "errors": result.errors} if result.errors else {"data": result.data}
+        return invoker.call_batch(data).body()
     return {"data": invoker.call(data)}
 
 
 def _batch_body(ids: list[Any], outcomes: list[Any]) -> dict[str, Any]:
-    result = batch_answer(ids, outcomes)
-    return {"data": result.data, "errors": result.errors} if result.errors else {"data": result.data}
+    return batch_answer(ids, outcomes).body()
 
 
 def _table_body(outcomes: list[Any]) -> dict[str, Any]:

@@ -133,9 +133,9 @@ def _batch_signature(parameter: Parameter, hints: dict[str, Any], dataframe: boo
     """A batchable function's signature: its parameter stands for ONE input, its result for one input's result."""
     annotation = hints.get(parameter.name, inspect.Parameter.empty)
     returned = _element(hints["return"]) if "return" in hints else Any
-    if dataframe:  # an input is a record, and the records of the inputs make one table
+    if dataframe:  # an input is a record; the parameter's converter makes the inputs' records one table
         table = dataclasses.replace(parameter, required=True, default=inspect.Parameter.empty)
-        return Signature((table,), schema_for(returned), True, batch=parameter.convert)
+        return Signature((table,), schema_for(returned), True, batch=list)
     item = _element(annotation)
     one = Parameter(parameter.name, schema_for(item), True, inspect.Parameter.empty, True, _converter(item))
     together: Callable[[list[Any]], Any] = list
