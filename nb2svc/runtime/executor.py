@@ -298,15 +298,16 @@ class BatchingExecutor:
         self.threads = threads
         self.settings = settings
         self.metrics = metrics
-        self._gatherers: dict[str, Gatherer] = {}
+        self._gatherers: dict[tuple[str, str], Gatherer] = {}  # by endpoint and artifact: a registry serves versions
 
     async def run(self, call: Call) -> dict[str, Any]:
         if call.inputs is None:
             result: dict[str, Any] = await self.threads.run(call)
             return result
-        gatherer = self._gatherers.get(call.endpoint.name)
+        key = (call.endpoint.name, call.endpoint.described.sha256)
+        gatherer = self._gatherers.get(key)
         if gatherer is None:
-            gatherer = self._gatherers[call.endpoint.name] = Gatherer(call.endpoint, self)
+            gatherer = self._gatherers[key] = Gatherer(call.endpoint, self)
         return await gatherer.run(call)
 
 

@@ -1,0 +1,67 @@
+"""What the dashboard (``GET /``) shows, as JSON (``GET /deployments``): deployments, their versions, aliases.
+
+One shape for a single service (each endpoint a deployment with one version) and for a registry server
+(``<name>/<n>/`` versions): the page reads only this.
+
+    {"deployments": [{"name", "latest", "aliases": {alias: version},
+                      "versions": [{"version", "state", "reason", "url", "model_version", "built_at",
+                                    "notebook", "python", "signature", "doc", "reads", "schema", "batch",
+                                    "examples": [{"request", "response"}]}]}]}
+
+``state`` is ``ready``, ``loading`` or ``unready`` (then ``reason`` is ``{"kind", "message"}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from .endpoint import Endpoint
+from .envelope import data_schema
+from .load import NotReadyReason
+from .manifest import EndpointDescription, Manifest, plain
+from .openapi import reading
+
+VersionState = Literal["ready", "loading", "unready"]
+
+
+def version_view(
+    version: str,
+    url: str,
+    state: VersionState,
+    manifest: Manifest | None = None,
+    endpoint: Endpoint | None = None,
+    reason: NotReadyReason | None = None,
+) -> dict[str, Any]:
+    """One version of a deployment: where to call it, its state, and (once its manifest is read) what it takes."""
+    view: dict[str, Any] = {
+        "version": version,
+        "state": state,
+        "reason": plain(reason) if reason is not None else None,
+        "url": url,
+    }
+    if manifest is not None:
+        view |= {
+            "model_version": manifest.version,
+            "built_at": manifest.built_at,
+            "notebook": manifest.notebook.file,
+            "python": manifest.python.version,
+        }
+    described: EndpointDescription | None = endpoint.described if endpoint is not None else None
+    if described is None and manifest is not None and len(manifest.endpoints) == 1:
+        described = manifest.endpoints[0]
+    if described is not None:
+        view |= {
+            "signature": f"{described.name}{described.signature}",
+            "doc": described.doc,
+            "batch": plain(described.batch) if described.batch is not None else None,
+            "examples": [{"request": e.request, "response": e.response} for e in described.examples],
+        }
+    if endpoint is not None:
+        view |= {"reads": reading(endpoint.signature, endpoint.name), "schema": data_schema(endpoint.signature)}
+    return view
+
+
+def deployment_view(
+    name: str, versions: list[dict[str, Any]], latest: str | None, aliases: dict[str, str]
+) -> dict[str, Any]:
+    return {"name": name, "latest": latest, "aliases": aliases, "versions": versions}
