@@ -13,7 +13,11 @@ One shape for a single service (each endpoint a deployment with one version) and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
 
 from .endpoint import Endpoint
 from .envelope import data_schema
@@ -22,6 +26,12 @@ from .manifest import EndpointDescription, Manifest, plain
 from .openapi import reading
 
 VersionState = Literal["ready", "loading", "unready"]
+_PAGE = (Path(__file__).parent / "dashboard.html").read_text(encoding="utf-8")
+
+
+async def page(request: Request) -> HTMLResponse:
+    """``GET /``: the dashboard, a page of its own (no CDN) that reads ``GET deployments``."""
+    return HTMLResponse(_PAGE)
 
 
 def version_view(
