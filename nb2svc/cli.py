@@ -328,7 +328,13 @@ def remove_command(name: str, version: int, registry: Path | None) -> None:
 
 
 @cli.command("serve")
-@click.argument("service_dir", default=".", type=click.Path(path_type=Path))
+@click.argument("service_dir", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    help="Serve every deployment and version of this registry instead of one SERVICE_DIR; versions published "
+    "meanwhile are added without a restart.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
@@ -340,11 +346,25 @@ def remove_command(name: str, version: int, registry: Path | None) -> None:
     help="Seconds in-flight requests get after SIGTERM.",
 )
 @_setting_options
-def serve_command(service_dir: Path, host: str, port: int, workers: int, graceful_timeout: int, **given: Any) -> None:
-    """Serve SERVICE_DIR (a directory written by `nb2svc build`) with uvicorn.
+def serve_command(
+    service_dir: Path | None,
+    registry: Path | None,
+    host: str,
+    port: int,
+    workers: int,
+    graceful_timeout: int,
+    **given: Any,
+) -> None:
+    """Serve SERVICE_DIR (a directory written by `nb2svc build`; default: the current one) with uvicorn, or with
+    --registry DIR every deployment of a registry at /v1/NAME/VERSION.
 
     The API key is read from NB2SVC_API_KEY only (comma-separated keys), never from a flag.
     """
+    if registry is not None and service_dir is not None:
+        raise click.UsageError(
+            f"serve either SERVICE_DIR ({service_dir}) or --registry {registry}, not both: a registry's "
+            "versions are served from its own directories"
+        )
     variables = {}
     for setting in SETTINGS:
         value = given.get(setting.field)
@@ -354,10 +374,16 @@ def serve_command(service_dir: Path, host: str, port: int, workers: int, gracefu
             variables[setting.variable] = ",".join(value)
         elif isinstance(value, str):
             variables[setting.variable] = value
-    from nb2svc.serve import serve
+    from nb2svc.serve import serve, serve_registry
 
+    options: dict[str, Any] = dict(
+        host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=variables
+    )
     with _reporting_errors(False, None):
-        serve(service_dir, host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=variables)
+        if registry is not None:
+            serve_registry(registry, **options)
+        else:
+            serve(service_dir or Path("."), **options)
 
 
 class _Progress:

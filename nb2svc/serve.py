@@ -44,17 +44,10 @@ def serve(
     """
     service_dir = Path(service_dir).resolve()
     check_service_dir(service_dir)
-    os.environ.update(settings or {})
-    try:
-        Settings.from_environment()  # what every worker will read: refused here, before a worker starts
-    except SettingError as exc:
-        raise UsageError(str(exc), setting=exc.variable) from None
+    _settings_from(settings)
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="nb2svc-metrics-")
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the handlers it
-    # found: with these, that ends here and `nb2svc serve` exits 0 instead of dying of the signal.
-    for stop in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop, lambda number, frame: None)
+    _exit_quietly_on_signals()
     uvicorn.run(
         "app:app",
         app_dir=str(service_dir),
@@ -66,6 +59,55 @@ def serve(
         loop=fast_loop(),
         http=fast_http(),
     )
+
+
+def serve_registry(
+    root: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    graceful_timeout: int = 30,
+    settings: dict[str, str] | None = None,
+) -> None:
+    """Serve every deployment and version of the registry at ``root`` until interrupted, adding the versions
+    published meanwhile (``registry_server``). One process: ``workers`` must be 1."""
+    if workers != 1:
+        raise UsageError(
+            f"--workers {workers}: a registry is served by one process, which loads each version once and moves "
+            "`latest` at one moment for every client. Serve it with --workers 1, or serve one version's "
+            f"directory ({Path(root) / '<name>' / '<n>'}) with --workers {workers}."
+        )
+    from nb2svc.registry_server import create_registry_app
+
+    app = create_registry_app(Path(root).resolve(), _settings_from(settings))
+    _exit_quietly_on_signals()
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=False,  # the server logs each request as JSON
+        loop=fast_loop(),
+        http=fast_http(),
+    )
+
+
+def _settings_from(variables: dict[str, str] | None) -> Settings:
+    """The runtime's settings, ``variables`` set in the environment for every worker to read the same;
+    a value that cannot be used is refused here, before a worker starts."""
+    os.environ.update(variables or {})
+    try:
+        return Settings.from_environment()
+    except SettingError as exc:
+        raise UsageError(str(exc), setting=exc.variable) from None
+
+
+def _exit_quietly_on_signals() -> None:
+    """uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again with the handlers it
+    found: with these, that ends here and `nb2svc serve` exits 0 instead of dying of the signal."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda number, frame: None)
 
 
 # uvicorn's event loop and HTTP parser: uvloop and httptools where they are installed (they are nb2svc's

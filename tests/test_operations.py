@@ -63,12 +63,14 @@ def test_metrics(tmp_path: Path) -> None:
         post(client, "fails", {"data": 1})
         post(client, "fails", {"data": [[1, 1], [2, 2]]})  # two rows that raise
         text = client.get("/metrics").text
-    assert 'nb2svc_requests_total{endpoint="double",status="200"} 2.0' in text
-    assert 'nb2svc_requests_total{endpoint="fails",status="500"} 1.0' in text
-    assert 'nb2svc_request_duration_seconds_count{endpoint="double",status="200"} 2.0' in text
+    assert 'nb2svc_requests_total{endpoint="double",status="200",version="0123456789ab"} 2.0' in text
+    assert 'nb2svc_requests_total{endpoint="fails",status="500",version="0123456789ab"} 1.0' in text
+    assert 'nb2svc_request_duration_seconds_count{endpoint="double",status="200",version="0123456789ab"} 2.0' in text
     assert 'nb2svc_batch_rows_sum{endpoint="double"} 4.0' in text
-    assert 'nb2svc_requests_total{endpoint="fails",status="200"} 1.0' in text  # a batch answers 200, row by row
-    assert 'nb2svc_predict_errors_total{endpoint="fails",type="ValueError"} 3.0' in text
+    assert (
+        'nb2svc_requests_total{endpoint="fails",status="200",version="0123456789ab"} 1.0' in text
+    )  # a batch answers 200, row by row
+    assert 'nb2svc_predict_errors_total{endpoint="fails",type="ValueError",version="0123456789ab"} 3.0' in text
     assert "nb2svc_requests_in_flight 1.0" in text  # the /metrics request itself
     assert "nb2svc_model_load_seconds " in text
 

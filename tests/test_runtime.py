@@ -356,7 +356,9 @@ def test_both_protocols_answer_count_and_log_a_raising_function_alike(
 ) -> None:
     def errors_counted() -> float:
         text = client.get("/metrics").text
-        found = re.search(r'nb2svc_predict_errors_total\{endpoint="fails",type="ValueError"\} (\S+)', text)
+        found = re.search(
+            r'nb2svc_predict_errors_total\{endpoint="fails",type="ValueError",version="\w+"\} (\S+)', text
+        )
         return float(found.group(1)) if found else 0.0
 
     before = errors_counted()
@@ -552,7 +554,10 @@ def test_a_client_that_leaves_before_its_body_is_a_499_not_a_server_error(
     asyncio.run(app(scope, receive, send))  # raises nothing
     [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     assert line["status"] == 499
-    assert 'nb2svc_requests_total{endpoint="double",status="499"} 1.0' in client.get("/metrics").text
+    assert (
+        'nb2svc_requests_total{endpoint="double",status="499",version="0123456789ab"} 1.0'
+        in client.get("/metrics").text
+    )
 
 
 def triple(x):

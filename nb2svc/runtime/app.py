@@ -49,60 +49,63 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     loaded = [s for s in services if isinstance(s, LoadedService)]
     unready = [s for s in services if isinstance(s, UnreadyService)]
     version = loaded[0].manifest.version if len(loaded) == 1 and not unready else ""
-    executor = BatchingExecutor(CallExecutor(settings.max_concurrent, settings.timeout_seconds), settings, metrics)
-    default = Service(version, settings, executor, metrics, {"X-Model-Version": version} if version else {})
+    headers = {"X-Model-Version": version} if version else {}
+    default = Service(version, settings, executor(settings, metrics), metrics, headers, version)
     served = [(s, _service(s, default)) for s in loaded]
     routes: list[BaseRoute] = []
     for service, answering in served:  # the predict routes first: the router tries routes in order
         routes += modelbit.predict_routes(answering, service.endpoints)
     routes += _common_routes(default, served, unready)
     for service, answering in served:
-        routes += modelbit.routes(answering, service.endpoints, service.manifest, _static(answering.headers))
-        routes += oip.model_routes(answering, service.endpoints, _static(answering.headers))
+        routes += modelbit.routes(answering, service.endpoints, service.manifest, static(answering.headers))
+        routes += oip.model_routes(answering, service.endpoints, static(answering.headers))
     for failed in unready:  # its endpoints, where its manifest names them, say why they cannot answer
         routes += _unready_endpoint_routes(failed)
     if not loaded:  # nothing to serve: every other path says why
         routes.append(Route("/{path:path}", _unready(unready[0]), methods=_METHODS))
-    app = Starlette(
-        routes=routes,
-        exception_handlers={ServiceError: service_error, HTTPException: http_error},
-        middleware=_middleware(settings, metrics),
-    )
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, middleware=middleware(settings, metrics))
     app.state.service, app.state.protocol = default, modelbit.PROTOCOL
     app.state.drift = [warning for s in loaded for warning in s.drift]
-    app.state.known_routes = ", ".join(f"POST {e.described.route}" for s in loaded for e in s.endpoints)
+    predict = ", ".join(f"POST {e.described.route}" for s in loaded for e in s.endpoints)
+    app.state.known_routes = f"GET /health, GET /docs and {predict}"
     metrics.load_seconds.set(sum(s.load_seconds for s in loaded))
     return app
+
+
+def executor(settings: Settings, metrics: Metrics) -> BatchingExecutor:
+    """The app's one executor, shared by every service it serves."""
+    return BatchingExecutor(CallExecutor(settings.max_concurrent, settings.timeout_seconds), settings, metrics)
 
 
 def _service(loaded: LoadedService, default: Service) -> Service:
     """How a loaded service answers: its own version; the executor, metrics and settings shared by the app."""
     version = loaded.manifest.version
-    return Service(version, default.settings, default.executor, default.metrics, {"X-Model-Version": version})
+    headers = {"X-Model-Version": version}
+    return Service(version, default.settings, default.executor, default.metrics, headers, version)
 
 
 def _common_routes(
     default: Service, served: list[tuple[LoadedService, Service]], unready: list[UnreadyService]
 ) -> list[BaseRoute]:
-    static = _static(default.headers)
+    respond = static(default.headers)
     not_ready = _unready(unready[0]) if unready else None
     routes: list[BaseRoute] = [
-        Route("/health", static({"status": "ok"})),
-        Route("/ready", not_ready or static({"status": "ready"})),
-        Route("/metrics", _metrics_route(default.metrics)),
+        Route("/health", respond({"status": "ok"})),
+        Route("/ready", not_ready or respond({"status": "ready"})),
+        Route("/metrics", metrics_route(default.metrics)),
     ]
     if not served:
         return routes
     manifest = served[0][0].manifest
     endpoints = tuple(e for service, _ in served for e in service.endpoints)
     return routes + [
-        Route("/openapi.json", static(openapi(manifest, endpoints))),
+        Route("/openapi.json", respond(openapi(manifest, endpoints))),
         Route("/docs", _page(_DOCS, default.headers)),
-        *oip.server_routes(static, manifest.name if len(served) == 1 else "nb2svc", default.version, not_ready),
+        *oip.server_routes(respond, manifest.name if len(served) == 1 else "nb2svc", default.version, not_ready),
     ]
 
 
-def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
+def middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     """Outermost first: every request gets an id and a log line, then CORS (if configured), then the key check."""
     stack = [Middleware(RequestLog, metrics=metrics)]
     if settings.cors_origins:
@@ -120,7 +123,7 @@ def _middleware(settings: Settings, metrics: Metrics) -> list[Middleware]:
     return stack
 
 
-def _static(headers: dict[str, str]) -> Any:
+def static(headers: dict[str, str]) -> Any:
     """A route answering ``payload``, encoded once."""
 
     def route(payload: Any) -> Any:
@@ -141,7 +144,7 @@ def _page(page: str, headers: dict[str, str]) -> Any:
     return respond
 
 
-def _metrics_route(metrics: Metrics) -> Any:
+def metrics_route(metrics: Metrics) -> Any:
     async def exposition(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -172,5 +175,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{exc.detail}: {request.method} {request.url.path}"
     if exc.status_code in (404, 405):
-        message += f". This service answers GET /health, GET /docs and {request.app.state.known_routes}"
+        message += f". This service answers {request.app.state.known_routes}"
     return await service_error(request, RoutingError(exc.status_code, message, dict(exc.headers or {})))
+
+
+HANDLERS = {ServiceError: service_error, HTTPException: http_error}  # every error answered in one place

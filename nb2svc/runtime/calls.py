@@ -44,6 +44,7 @@ class Service:
     executor: Executor
     metrics: Metrics
     headers: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # the version its metrics and log lines name: the model's, or a registry's version number
 
     def json(self, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return Response(encode_json(payload), status, headers or self.headers, "application/json")
@@ -51,12 +52,11 @@ class Service:
 
 async def answer(request: Request, service: Service, endpoint: Endpoint, protocol: RequestProtocol) -> Response:
     """The response to one prediction request; every failure is raised as a ServiceError."""
-    state = request.state
-    state.endpoint, state.service, state.protocol = endpoint.name, service, protocol
+    attribute(request, service, endpoint.name, protocol)
     call = protocol.read(parse_json(await read_body(request, service.settings)), endpoint)
     if call.inputs is not None:  # to be gathered: dropped if its client goes while it waits
         call.disconnected = request.is_disconnected
-    state.rows = call.rows
+    request.state.rows = call.rows
     limit = service.settings.max_batch_rows
     if call.rows > limit:
         raise TooLarge(f"the batch has {call.rows} rows; the limit is {limit} (NB2SVC_MAX_BATCH_ROWS)")
@@ -64,7 +64,7 @@ async def answer(request: Request, service: Service, endpoint: Endpoint, protoco
         result = await service.executor.run(call)
         for _, error in result.get("errors", ()):  # rows whose call raised (not those that failed validation)
             if error["type"] != "validation_error":
-                service.metrics.errors.labels(endpoint.name, error["type"]).inc()
+                service.metrics.errors.labels(endpoint.name, service.label, error["type"]).inc()
         return service.json(result)
     except CallFailed as exc:
         raise exc.with_endpoint(endpoint.name) from exc.error
@@ -74,6 +74,13 @@ async def answer(request: Request, service: Service, endpoint: Endpoint, protoco
         raise Unencodable(f"{endpoint.name} returned a value JSON cannot hold: {exc.message}") from None
 
 
+def attribute(request: Request, service: Service, endpoint: str, protocol: RequestProtocol) -> None:
+    """Whose request this is: its metrics and log line name the endpoint and version, its errors take the
+    service's headers and the protocol's format."""
+    state = request.state
+    state.endpoint, state.version, state.service, state.protocol = endpoint, service.label, service, protocol
+
+
 async def service_error(request: Request, exc: Exception) -> Response:
     """The one handler of ServiceErrors: counted and logged where the function raised, written as the protocol says."""
     assert isinstance(exc, ServiceError)
@@ -81,7 +88,7 @@ async def service_error(request: Request, exc: Exception) -> Response:
     service: Service = getattr(state, "service", None) or request.app.state.service
     extra = {}
     if isinstance(exc, CallFailed):
-        service.metrics.errors.labels(exc.endpoint, exc.type).inc()
+        service.metrics.errors.labels(exc.endpoint, service.label, exc.type).inc()
         logger.error("%s raised %s (request %s)", exc.endpoint, exc.type, state.request_id, exc_info=exc.error)
         if service.settings.debug:
             extra["traceback"] = "".join(traceback.format_exception(exc.error))

@@ -201,7 +201,7 @@ class CallExecutor:
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._waiting: collections.deque[_Task] = collections.deque()
-        self._speeds: dict[str, _Speed] = {}
+        self._speeds: dict[tuple[str, str], _Speed] = {}
         self._recheck: asyncio.TimerHandle | None = None
 
     async def run(self, call: Call) -> Any:
@@ -222,9 +222,10 @@ class CallExecutor:
             task.gone = True
 
     def _speed(self, endpoint: Endpoint) -> _Speed:
-        speed = self._speeds.get(endpoint.name)
+        key = (endpoint.name, endpoint.described.sha256)  # by artifact too: a registry's versions differ in speed
+        speed = self._speeds.get(key)
         if speed is None:
-            speed = self._speeds[endpoint.name] = _Speed(never_inline=endpoint.described.is_async)
+            speed = self._speeds[key] = _Speed(never_inline=endpoint.described.is_async)
         return speed
 
     def _inline(self, call: Call, speed: _Speed) -> Any:

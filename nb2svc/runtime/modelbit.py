@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .calls import Service, answer
+from .calls import Service, answer, attribute
 from .endpoint import Endpoint
 from .envelope import is_batch, read_data
 from .errors import NotFound, ServiceError
@@ -63,7 +63,7 @@ def _versioned(service: Service, endpoint: Endpoint) -> Any:
     async def predict(request: Request) -> Response:
         asked = request.path_params["version"]
         if asked != "latest" and asked != service.version:
-            request.state.endpoint, request.state.service = endpoint.name, service
+            attribute(request, service, endpoint.name, PROTOCOL)
             raise NotFound(f"{endpoint.name} has no version {asked!r}: use 'latest' or {service.version!r}")
         return await answer(request, service, endpoint, PROTOCOL)
 

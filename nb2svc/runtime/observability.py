@@ -23,14 +23,14 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
-        labels = ["endpoint", "status"]
+        labels = ["endpoint", "version", "status"]  # version: the model's, or a registry's version number
         self.requests = Counter("nb2svc_requests", "Requests answered", labels, registry=self.registry)
         self.latency = Histogram("nb2svc_request_duration_seconds", "Time to answer", labels, registry=self.registry)
         self.in_flight = Gauge(
             "nb2svc_requests_in_flight", "Requests being answered", registry=self.registry, multiprocess_mode="livesum"
         )
         self.errors = Counter(
-            "nb2svc_predict_errors", "Calls that raised", ["endpoint", "type"], registry=self.registry
+            "nb2svc_predict_errors", "Calls that raised", ["endpoint", "version", "type"], registry=self.registry
         )
         self.rows = Histogram(
             "nb2svc_batch_rows",
@@ -79,7 +79,7 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
-        self._children: dict[tuple[str, int], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def batching(self, endpoint: str) -> BatchMetrics:
         """The batching metrics of one batchable endpoint."""
@@ -99,12 +99,13 @@ class Metrics:
         http = module.rpartition(".")[2].removesuffix("_impl")  # uvicorn.protocols.http.httptools_impl
         self.server.labels(loop, http).set(1)
 
-    def answered(self, endpoint: str, status: int, seconds: float, rows: int | None) -> None:
-        """Count one answer; the labelled children are looked up once per (endpoint, status), then reused."""
-        children = self._children.get((endpoint, status))
+    def answered(self, endpoint: str, version: str, status: int, seconds: float, rows: int | None) -> None:
+        """Count one answer; the labelled children are looked up once per (endpoint, version, status), then reused."""
+        key = (endpoint, version, status)
+        children = self._children.get(key)
         if children is None:
-            labels = (endpoint, str(status))
-            children = self._children[(endpoint, status)] = (
+            labels = (endpoint, version, str(status))
+            children = self._children[key] = (
                 self.requests.labels(*labels),
                 self.latency.labels(*labels),
                 self.rows.labels(endpoint),
@@ -170,15 +171,16 @@ class RequestLog:
 
     def _record(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         state: dict[str, Any] = scope["state"]
-        endpoint = state.get("endpoint", "")
+        endpoint, version = state.get("endpoint", ""), state.get("version", "")
         rows = state.get("rows")
-        self.metrics.answered(endpoint, status, seconds, rows)
+        self.metrics.answered(endpoint, version, status, seconds, rows)
         line = {
             "time": round(time.time(), 3),
             "request_id": request_id,
             "method": scope["method"],
             "path": scope["path"],
             "endpoint": endpoint or None,
+            "version": version or None,
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "rows": rows,

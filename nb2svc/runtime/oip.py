@@ -69,7 +69,7 @@ def model_routes(service: Service, endpoints: tuple[Endpoint, ...], static: Any)
     found: list[BaseRoute] = []
     for endpoint in endpoints:
         found += [
-            Route(f"/v2/models/{endpoint.name}", static(metadata(endpoint, service.version))),
+            Route(f"/v2/models/{endpoint.name}", static(metadata(endpoint.name, endpoint, [service.version]))),
             Route(f"/v2/models/{endpoint.name}/ready", static({"name": endpoint.name, "ready": True})),
             Route(f"/v2/models/{endpoint.name}/infer", _infer_route(service, endpoint, protocol), methods=["POST"]),
         ]
@@ -83,7 +83,8 @@ def _infer_route(service: Service, endpoint: Endpoint, protocol: OpenInference) 
     return infer_request
 
 
-def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
+def metadata(name: str, endpoint: Endpoint, versions: list[str]) -> dict[str, Any]:
+    """The model's metadata: ``name`` as the client calls it, the ``versions`` it has ready, its tensors."""
     frame = endpoint.described.recorded_frame
     if endpoint.signature.dataframe and frame:
         inputs = [
@@ -96,8 +97,8 @@ def metadata(endpoint: Endpoint, version: str) -> dict[str, Any]:
             for p in endpoint.signature.parameters
         ]
     return {
-        "name": endpoint.name,
-        "versions": [version],
+        "name": name,
+        "versions": versions,
         "platform": "nb2svc",
         "inputs": inputs,
         "outputs": [
