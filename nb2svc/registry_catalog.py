@@ -90,12 +90,12 @@ class Deployment:
             if latest is None:
                 raise NotReady(self.why_unready(), kind=self.versions[-1].kind)
             return latest
-        number = int(asked) if asked.isdigit() else self.aliases.get(asked)
+        number = int(asked) if _is_number(asked) else self.aliases.get(asked)
         found = next((v for v in self.versions if v.number == number), None)
         if found is not None:
             return found
         known = ", ".join([LATEST, *(v.label for v in self.versions), *self.aliases])
-        if number is not None and not asked.isdigit():
+        if number is not None and not _is_number(asked):
             raise NotFound(f"alias {asked!r} of {self.name} names version {number}, which it no longer has: {known}")
         raise NotFound(f"{self.name} has no version {asked!r}: it has {known}")
 
@@ -206,7 +206,7 @@ class Scanner:
         model_version = manifest.version if manifest is not None else ""
         headers = {"X-Deployment-Version": label} | ({"X-Model-Version": model_version} if model_version else {})
         service = Service(model_version, shared.settings, shared.executor, shared.metrics, headers, label)
-        return ServedVersion(name, number, service, OpenInference(label), state, endpoint, manifest, reason)
+        return ServedVersion(name, number, service, OpenInference(label, name), state, endpoint, manifest, reason)
 
     def _complain(self, problem: str) -> None:
         """Log a problem reading the registry once, not at every scan while it lasts."""
@@ -233,3 +233,7 @@ def _endpoint_of(name: str, loaded: LoadedService) -> Endpoint | NotReadyReason:
         f"{name} serves one: the endpoint named {name}, or the only one. Publish a build whose notebook defines "
         f"one `predict` function, or name one of them {name}.",
     )
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()

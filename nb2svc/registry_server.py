@@ -24,7 +24,7 @@ from nb2svc.registry import LATEST, Registry
 from nb2svc.registry_catalog import Catalog, Scanner, ServedVersion
 from nb2svc.runtime import dashboard, modelbit, oip
 from nb2svc.runtime.app import HANDLERS, executor, metrics_route, middleware, static
-from nb2svc.runtime.calls import RequestProtocol, Service, answer, attribute
+from nb2svc.runtime.calls import Service, answer, attribute
 from nb2svc.runtime.endpoint import Endpoint
 from nb2svc.runtime.errors import NotReady
 from nb2svc.runtime.observability import Metrics, quiet_uvicorn_access_log
@@ -97,26 +97,26 @@ class _Routes:
         ]
 
     async def predict(self, request: Request) -> Response:
-        version, endpoint = self._answering(self.scanner.catalog, request, modelbit.PROTOCOL)
+        version, endpoint = self._answering(self.scanner.catalog, request)
         return await answer(request, version.service, endpoint, modelbit.PROTOCOL)
 
     async def infer(self, request: Request) -> Response:
-        version, endpoint = self._answering(self.scanner.catalog, request, _OIP)
+        version, endpoint = self._answering(self.scanner.catalog, request, inference=True)
         return await answer(request, version.service, endpoint, version.inference)
 
     async def info(self, request: Request) -> Response:
-        version, endpoint = self._answering(self.scanner.catalog, request, modelbit.PROTOCOL)
+        version, endpoint = self._answering(self.scanner.catalog, request)
         assert version.manifest is not None  # a ready version's manifest was read
         return version.service.json(modelbit.info(version.manifest, endpoint) | {"deployment_version": version.label})
 
     async def metadata(self, request: Request) -> Response:
         catalog = self.scanner.catalog
-        version, endpoint = self._answering(catalog, request, _OIP)
+        version, endpoint = self._answering(catalog, request, inference=True)
         versions = catalog.deployment(version.name).ready_labels()
         return version.service.json(oip.metadata(version.name, endpoint, versions))
 
     async def model_ready(self, request: Request) -> Response:
-        version, _ = self._answering(self.scanner.catalog, request, _OIP)
+        version, _ = self._answering(self.scanner.catalog, request, inference=True)
         return version.service.json({"name": version.name, "ready": True})
 
     async def deployments(self, request: Request) -> Response:
@@ -139,11 +139,12 @@ class _Routes:
         return ready
 
     @staticmethod
-    def _answering(catalog: Catalog, request: Request, protocol: RequestProtocol) -> tuple[ServedVersion, Endpoint]:
-        """The version the URL names and its endpoint; NotFound or NotReady answered in ``protocol``'s format
-        with the version's headers."""
-        request.state.protocol = protocol
+    def _answering(catalog: Catalog, request: Request, inference: bool = False) -> tuple[ServedVersion, Endpoint]:
+        """The version the URL names and its endpoint; NotFound or NotReady answered in the format of the
+        request's protocol (Modelbit's, or with ``inference`` the Open Inference Protocol's), with the version's
+        headers once it is known."""
+        request.state.protocol = _OIP if inference else modelbit.PROTOCOL
         params = request.path_params
         version = catalog.find(params["name"], params.get("version", LATEST))
-        attribute(request, version.service, version.name, version.inference if protocol is _OIP else protocol)
+        attribute(request, version.service, version.name, version.inference if inference else modelbit.PROTOCOL)
         return version, version.ready_endpoint()

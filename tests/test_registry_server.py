@@ -132,11 +132,13 @@ def test_each_version_answers_with_its_own_model_latest_and_aliases_as_the_versi
         tensor = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [10]}]}
         inferred = httpx.post(f"{server.url}/v2/models/model/versions/1/infer", json=tensor)
         assert inferred.headers["X-Deployment-Version"] == "1"
-        assert inferred.json()["model_version"] == "1" and inferred.json()["outputs"][0]["data"] == [11.0]
+        assert inferred.json()["model_version"] == "1" and inferred.json()["model_name"] == "model"
+        assert inferred.json()["outputs"][0]["data"] == [11.0]
         assert httpx.post(f"{server.url}/v2/models/model/infer", json=tensor).json()["outputs"][0]["data"] == [12.0]
         assert httpx.get(f"{server.url}/v2/models/model").json()["versions"] == ["1", "2"]
         assert httpx.get(f"{server.url}/v2/models/model/versions/2/ready").json() == {"name": "model", "ready": True}
         assert httpx.get(f"{server.url}/v1/model/1/info").json()["deployment_version"] == "1"
+        assert predict(server, "\u00b2").status_code == 404  # a digit, but not a number
         unknown = predict(server, "canary")
         assert unknown.status_code == 404
         assert unknown.json()["error"]["message"] == "model has no version 'canary': it has latest, 1, 2, prod"

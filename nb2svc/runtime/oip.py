@@ -36,20 +36,22 @@ class OpenInference:
     The request id rides beside it, in the header and the log.
     """
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, name: str | None = None) -> None:
         self.version = version  # the model_version of every answer
+        self.name = name  # the model_name of every answer (a registry's deployment), else the endpoint's
 
     def read(self, payload: Any, endpoint: Endpoint) -> Call:
         """The tensors, checked here on the event loop (shapes, names, sizes); the calls run on the executor."""
         columns, rows = _columns(endpoint, payload)
-        request_id = payload.get("id")
+        request_id, name = payload.get("id"), self.name or endpoint.name
         if endpoint.signature.batch is not None:  # the rows are inputs of one call, gathered with other requests'
             inputs = Inputs(
                 _inputs(endpoint, columns, rows),
-                lambda outcomes: _response(endpoint.name, self.version, request_id, every_result(outcomes)),
+                lambda outcomes: _response(name, self.version, request_id, every_result(outcomes)),
             )
             return gathered_call(endpoint, inputs)
-        return Call(endpoint, rows, functools.partial(infer, endpoint, columns, rows, request_id, self.version))
+        answering = functools.partial(infer, endpoint, columns, rows, request_id, self.version, name)
+        return Call(endpoint, rows, answering)
 
     def error_body(self, error: ServiceError, request_id: str, extra: dict[str, Any]) -> dict[str, Any]:
         return {"error": error.message, "request_id": request_id, **extra}
@@ -112,7 +114,7 @@ def metadata(name: str, endpoint: Endpoint, versions: list[str]) -> dict[str, An
 
 
 def infer(
-    endpoint: Endpoint, columns: dict[str, list[Any]], rows: int, request_id: Any, version: str
+    endpoint: Endpoint, columns: dict[str, list[Any]], rows: int, request_id: Any, version: str, name: str
 ) -> dict[str, Any]:
     """The response to ``POST /v2/models/<name>/infer``, from its checked tensors; runs on the executor."""
     invoker = endpoint.invoker
@@ -124,7 +126,7 @@ def infer(
         for i in range(rows):
             between_rows()  # the calls waiting behind a long batch run between its rows
             results.append(invoker.call_named({name: column[i] for name, column in columns.items()}))
-    return _response(endpoint.name, version, request_id, results)
+    return _response(name, version, request_id, results)
 
 
 def _response(name: str, version: str, request_id: Any, results: list[Any]) -> dict[str, Any]:
