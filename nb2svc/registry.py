@@ -33,6 +33,7 @@ import platformdirs
 
 from nb2svc.errors import UsageError
 from nb2svc.runtime.manifest import ManifestError, read_manifest
+from nb2svc.verified import verification_of
 
 NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"
@@ -182,8 +183,10 @@ class Registry:
             "built_at": manifest.built_at,
             "notebook": manifest.notebook.file,
             "python": manifest.python.version,
+            "source": manifest.source,
             "endpoints": [endpoint.name for endpoint in manifest.endpoints],
             "model_version": manifest.version,
+            "verified": verification_of(path, manifest.version),
         }
 
     def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:

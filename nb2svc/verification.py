@@ -22,6 +22,7 @@ from nb2svc.runtime.compare import compare
 from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
 from nb2svc.serve import check_service_dir
 from nb2svc.server_process import free_port, running_server
+from nb2svc.verified import record_verification
 
 START_TIMEOUT = 120.0
 
@@ -98,6 +99,7 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
         unrecorded=tuple(f"{e.name}: {reason}" for e in manifest.endpoints for reason in e.unrecorded),
     )
     failed = [check for check in checks if not check.passed]
+    record_verification(service_dir, manifest.version, not failed)
     if failed:
         raise VerifyMismatch(
             f"{len(failed)} of {len(checks)} examples answered differently from the training kernel: "

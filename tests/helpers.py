@@ -101,6 +101,7 @@ def make_service(
         nb2svc_version="0",
         built_at="2026-11-29T00:00:00+00:00",
         notebook=NotebookDescription("test.ipynb", "0" * 64),
+        source="build",
         python=PythonDescription(f"{minor}.0", minor, "cpython"),
         cloudpickle_version=cloudpickle.__version__,
         endpoints=tuple(endpoints),
