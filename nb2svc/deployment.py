@@ -135,7 +135,7 @@ def deploy(
         copy_runtime(staging)
         capture = capture_function(function, name, staging, data)
         observed = observe_requirements(capture, staging)
-        requirements = gather_requirements(capture, observed, packages)
+        requirements = gather_requirements(capture, observed, packages, python_packages_option="python_packages")
         minor = ".".join(capture.python_version.split(".")[:2])
         lock = lock_requirements(requirements, minor, lock_options, capture.python_executable)
         written.append(

@@ -68,10 +68,11 @@ class Registry:
 
     def publish(self, name: str, write: Callable[[Path], None]) -> Version:
         """The next version of ``name``: ``write(directory)`` fills a new directory, which then becomes
-        version n+1 at once. If ``write`` raises, nothing is published."""
+        version n+1 at once. If ``write`` raises, nothing is published (nor is a new deployment's folder left)."""
         folder = self.root / check_name(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        new = not folder.exists()
+        staging = self._staging(folder)
+        published = False
         try:
             write(staging)
             staging.chmod(0o755)  # mkdtemp made it private
@@ -79,13 +80,27 @@ class Registry:
             while True:
                 try:
                     staging.rename(folder / str(number))
+                    published = True
                     return Version(name, number, folder / str(number))
                 except OSError as exc:  # another publisher took this number first
                     if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
                     number += 1
         finally:
-            shutil.rmtree(staging, ignore_errors=True)  # gone already when it was published
+            if not published:
+                shutil.rmtree(staging, ignore_errors=True)
+                if new:
+                    with contextlib.suppress(OSError):  # not empty: another publisher's version is there
+                        folder.rmdir()
+
+    @staticmethod
+    def _staging(folder: Path) -> Path:
+        """A new hidden directory in ``folder`` (made if need be, again if a failed publisher just removed it)."""
+        for _ in range(3):
+            folder.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                return Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        return Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
 
     def names(self) -> list[str]:
         if not self.root.is_dir():

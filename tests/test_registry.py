@@ -50,7 +50,11 @@ def test_a_write_that_fails_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         registry.publish("model", broken)
     assert registry.numbers("model") == []
-    assert list((tmp_path / "model").iterdir()) == []  # no staging directory left behind
+    assert not (tmp_path / "model").exists()  # no staging directory, no empty deployment left behind
+    registry.publish("model", lambda directory: None)
+    with pytest.raises(RuntimeError):
+        registry.publish("model", broken)
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["1"]  # an existing deployment stays
 
 
 def test_concurrent_publishers_get_distinct_numbers(tmp_path: Path) -> None:
