@@ -9,9 +9,9 @@ Layout (one directory, ``NB2SVC_REGISTRY`` or the user's data directory)::
 A version appears whole or not at all: it is written beside its final place, then renamed to the next free
 number (a rename onto a number another publisher took just before fails, and the next number is tried), so
 two publishers at the same moment get distinct numbers, and a publisher killed halfway leaves only a hidden
-staging directory that nothing loads. ``latest`` is the highest number; an alias is a name for a number. A
-removed version's number is never given again (``.removed-<n>`` keeps it), so a URL with a number always
-meant one model.
+staging directory that nothing loads (the next publish of that name removes it). ``latest`` is the highest
+number; an alias is a name for a number. A removed version's number is never given again (``.removed-<n>``
+keeps it), so a URL with a number always meant one model.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"
 LATEST = "latest"
 _ALIASES = "aliases.json"
+_STAGING = ".staging-"  # .staging-<pid of the publisher>-<random>: a version being written
 
 
 def default_root() -> Path:
@@ -95,12 +96,14 @@ class Registry:
 
     @staticmethod
     def _staging(folder: Path) -> Path:
-        """A new hidden directory in ``folder`` (made if need be, again if a failed publisher just removed it)."""
+        """A new hidden directory in ``folder`` (made if need be, again if a failed publisher just removed it),
+        named after this process. What publishers that were killed halfway left there is removed first."""
         for _ in range(3):
             folder.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(folder)
             with contextlib.suppress(FileNotFoundError):
-                return Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
-        return Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+                return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
+        return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -221,3 +224,21 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Remove the staging directories of publishers that no longer run (killed halfway through a deploy)."""
+    for staging in folder.glob(f"{_STAGING}*"):
+        pid = staging.name.removeprefix(_STAGING).partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

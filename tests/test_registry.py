@@ -80,7 +80,7 @@ def test_concurrent_publishers_get_distinct_numbers(tmp_path: Path) -> None:
     assert contents == {str(i) for i in range(publishers)}  # none lost, none overwritten
 
 
-def test_a_publisher_killed_halfway_leaves_no_version(tmp_path: Path) -> None:
+def test_a_publisher_killed_halfway_leaves_no_version_and_its_half_is_swept_away(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
@@ -98,7 +98,10 @@ def test_a_publisher_killed_halfway_leaves_no_version(tmp_path: Path) -> None:
             os.kill(process.pid, signal.SIGKILL)
     registry = Registry(tmp_path)
     assert registry.numbers("model") == []
+    [left] = (tmp_path / "model").iterdir()
+    assert left.name.startswith(f".staging-{process.pid}-")  # hidden, never a version
     assert registry.publish("model", service("whole")).number == 1
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["1"]  # the dead publisher's half is gone
 
 
 def test_aliases_name_a_version_and_move(tmp_path: Path) -> None:
