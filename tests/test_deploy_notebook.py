@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +25,7 @@ from click.testing import CliRunner
 from nbclient import NotebookClient
 
 from nb2svc.cli import cli
-from nb2svc.server_process import free_port
+from nb2svc.server_process import free_port, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -160,3 +162,36 @@ def _alive(pid: int | None) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
         return state != "Z"
     return True
+
+
+SCRIPT = """
+import sys, nb2svc
+offset = float(sys.argv[1])
+
+def shifted(x: float) -> float:
+    return x + offset
+
+print(nb2svc.deploy(shifted, examples=[1.0]).version_url)
+"""
+
+
+def test_two_deploys_of_one_name_at_once_get_distinct_versions_both_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry, port = tmp_path / "registry", free_port()
+    monkeypatch.setenv("NB2SVC_REGISTRY", str(registry))
+    monkeypatch.setenv("NB2SVC_SERVER", f"127.0.0.1:{port}")
+    script = tmp_path / "deploy_shifted.py"
+    script.write_text(SCRIPT)
+    command = [sys.executable, "-m", "nb2svc", "serve", "--registry", str(registry), "--port", str(port)]
+    with running_server(command, port):
+        deploys = [
+            subprocess.Popen([sys.executable, str(script), offset], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+            for offset in ("10", "20")
+        ]
+        urls = sorted(process.communicate(timeout=300)[0].strip() for process in deploys)
+        assert [process.returncode for process in deploys] == [0, 0]
+        base = f"http://127.0.0.1:{port}/v1/shifted"
+        assert urls == [f"{base}/1", f"{base}/2"]
+        answers = {post(url, 1.0)[1]["data"] for url in urls}
+        assert answers == {11.0, 21.0}  # each its own function, neither lost
