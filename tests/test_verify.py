@@ -48,8 +48,6 @@ def test_build_with_verify_and_deploy_publishes_a_verified_version(tmp_path: Pat
     notebook = str(FIXTURES / "linear_regression.ipynb")
     output = str(tmp_path / "out")
     result = run("build", notebook, "-o", output, "--verify", "--deploy", "--registry", registry, "--json")
-        "build", notebook, "-o", str(tmp_path / "out"), "--verify", "--deploy", "--registry", registry, "--json"
-    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["verify"]["ok"] is True
