@@ -31,7 +31,10 @@ def test_each_endpoint_is_a_deployment_and_an_unready_service_says_why(tmp_path:
     broken = make_service(tmp_path / "broken", triple=double)
     (broken / "artifacts" / "triple.pkl").unlink()
     with TestClient(build_app([load_service(served), load_service(broken)], Settings())) as client:
-        assert client.get("/").status_code == 200
+        page = client.get("/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "http://" not in page.text and "https://" not in page.text  # nothing from the network
+        assert "GET /, GET /health" in client.get("/nope").json()["error"]["message"]
         listed = client.get("/deployments").json()["deployments"]
     assert [d["name"] for d in listed] == ["double", "add", "triple"]
     model_version = json.loads((served / "manifest.json").read_text())["version"]

@@ -176,7 +176,5 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{exc.detail}: {request.method} {request.url.path}"
     if exc.status_code in (404, 405):
-        message += (
-            f". This service answers GET / (the dashboard), GET /health, GET /docs and {request.app.state.known_routes}"
-        )
+        message += f". This service answers GET /, GET /health, GET /docs and {request.app.state.known_routes}"
     return await service_error(request, RoutingError(exc.status_code, message, dict(exc.headers or {})))
