@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import modelbit, oip
+from . import dashboard, modelbit, oip
 from .auth import ApiKeys
 from .calls import Service, service_error
 from .encoding import encode_json
@@ -56,6 +56,10 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     for service, answering in served:  # the predict routes first: the router tries routes in order
         routes += modelbit.predict_routes(answering, service.endpoints)
     routes += _common_routes(default, served, unready)
+    routes += [
+        Route("/", dashboard.page),
+        Route("/deployments", _static(default.headers)(dashboard.services_view(services))),
+    ]
     for service, answering in served:
         routes += modelbit.routes(answering, service.endpoints, service.manifest, _static(answering.headers))
         routes += oip.model_routes(answering, service.endpoints, _static(answering.headers))
@@ -172,5 +176,5 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = f"{exc.detail}: {request.method} {request.url.path}"
     if exc.status_code in (404, 405):
-        message += f". This service answers GET /health, GET /docs and {request.app.state.known_routes}"
+        message += f". This service answers GET /, GET /health, GET /docs and {request.app.state.known_routes}"
     return await service_error(request, RoutingError(exc.status_code, message, dict(exc.headers or {})))
