@@ -13,12 +13,15 @@ from nb2svc.decorators import batch
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from nb2svc.deployment import Deployment, deploy
     from nb2svc.errors import Nb2svcError
     from nb2svc.pipeline import BuildResult, build
     from nb2svc.verification import VerifyResult, verify
 
 _LAZY = {
     "BuildResult": "nb2svc.pipeline",
+    "Deployment": "nb2svc.deployment",
+    "deploy": "nb2svc.deployment",
     "build": "nb2svc.pipeline",
     "Nb2svcError": "nb2svc.errors",
     "VerifyResult": "nb2svc.verification",
@@ -34,4 +37,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'nb2svc' has no attribute {name!r}")
 
 
-__all__ = ["BuildResult", "Nb2svcError", "VerifyResult", "__version__", "batch", "build", "verify"]
+__all__ = [
+    "BuildResult",
+    "Deployment",
+    "Nb2svcError",
+    "VerifyResult",
+    "__version__",
+    "batch",
+    "build",
+    "deploy",
+    "verify",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from nb2svc.errors import CaptureFailed
 from nb2svc.execute import ExecutedNotebook
 from nb2svc.kernel_side import capture as in_kernel, failures
+from nb2svc.kernel_side.recording import Recording
 from nb2svc.runtime.manifest import EndpointDescription, parse
 
 
@@ -60,7 +62,27 @@ def capture_endpoints(
         extra_examples=extra_examples or {},
     )
     if "failure" in answer:
-        raise _capture_failed(executed, failures.from_json(answer["failure"]))
+        cells = {endpoint.name: endpoint.cell_number for endpoint in spec.endpoints}
+        where = _InNotebook(spec.path.name, cells)
+        raise _capture_failed(failures.from_json(answer["failure"]), where, f"the kernel {executed.kernel_name!r}")
+    return _read_capture(answer["capture"])
+
+
+def capture_function(function: Any, name: str, service_dir: Path, examples: list[Any]) -> Capture:
+    """``function`` itself, in this process, as ``name``: for ``nb2svc.deploy``, in the notebook's own kernel.
+
+    Its module's folder's local modules travel by value, as a notebook's do; ``examples`` are ``data`` values
+    it is called with, as requests would, and recorded.
+    """
+    answer = in_kernel.capture_functions(
+        {name: (function, 0, Recording())},
+        str(service_dir),
+        notebook_dir=os.getcwd(),
+        extra_examples={name: examples},
+        notebook_distributions={},  # no notebook run: what serving needs is observed from the function alone
+    )
+    if "failure" in answer:
+        raise _capture_failed(failures.from_json(answer["failure"]), _Deployed(), "this Python")
     return _read_capture(answer["capture"])
 
 
@@ -73,49 +95,71 @@ def _read_capture(found: dict[str, Any]) -> Capture:
     return Capture(**{**found, **typed})
 
 
-def _capture_failed(executed: ExecutedNotebook, failure: failures.Failure) -> CaptureFailed:
-    notebook = executed.spec.path.name
+@dataclass(frozen=True)
+class _InNotebook:
+    """Where a built endpoint comes from, for messages: its cell."""
+
+    notebook: str
+    cells: dict[str, int]
+    examples_option: str = "--example value"
+
+    def describe(self, endpoint: str) -> str:
+        return f"endpoint {endpoint!r} (cell {self.cells[endpoint]} of {self.notebook})"
+
+    def details(self, endpoint: str) -> dict[str, Any]:
+        return {"endpoint": endpoint, "cell": self.cells[endpoint]}
+
+
+@dataclass(frozen=True)
+class _Deployed:
+    """Where a deployed function comes from, for messages: the call of nb2svc.deploy."""
+
+    examples_option: str = "examples= value"
+
+    def describe(self, endpoint: str) -> str:
+        return f"the function deployed as {endpoint!r}"
+
+    def details(self, endpoint: str) -> dict[str, Any]:
+        return {"endpoint": endpoint}
+
+
+def _capture_failed(failure: failures.Failure, where: _InNotebook | _Deployed, python: str) -> CaptureFailed:
     if isinstance(failure, failures.NoCloudpickle):
         return CaptureFailed(
-            f"the kernel {executed.kernel_name!r} ({failure.python}) cannot import cloudpickle, which "
-            f"serializes the endpoints. Install it there: {failure.python} -m pip install cloudpickle",
+            f"{python} ({failure.python}) cannot import cloudpickle, which serializes the endpoints. "
+            f"Install it there: {failure.python} -m pip install cloudpickle",
             reason=failure.reason,
         )
     endpoint = failure.endpoint
-    cell = next(e.cell_number for e in executed.spec.endpoints if e.name == endpoint)
+    what, details = where.describe(endpoint), where.details(endpoint)
     if isinstance(failure, failures.ExampleFailed):
         return CaptureFailed(
-            f"the example {json.dumps(failure.data)} for endpoint {endpoint!r} (cell {cell} of {notebook}) "
-            f"failed in the kernel: {failure.exception}. Fix the --example value, or the function.",
+            f"the example {json.dumps(failure.data)} for {what} failed when called: {failure.exception}. "
+            f"Fix the {where.examples_option}, or the function.",
             reason=failure.reason,
-            endpoint=endpoint,
-            cell=cell,
+            **details,
         )
     if isinstance(failure, failures.NotCallable):
         return CaptureFailed(
-            f"endpoint {endpoint!r} (defined in cell {cell} of {notebook}) is no longer a function once the "
-            f"notebook has run (it holds {failure.type}): a later cell rebinds or deletes the name. "
-            "Rename one of them.",
+            f"{what} is no longer a function once the notebook has run (it holds {failure.type}): a later cell "
+            "rebinds or deletes the name. Rename one of them.",
             reason=failure.reason,
-            endpoint=endpoint,
-            cell=cell,
+            **details,
         )
     if isinstance(failure, failures.NotBatchable):
         return CaptureFailed(
-            f"endpoint {endpoint!r} (cell {cell} of {notebook}) is marked batchable but cannot take a batch: "
-            f"{failure.problem}. Use @nb2svc.batch on a function of one list (or DataFrame) parameter.",
+            f"{what} is marked batchable but cannot take a batch: {failure.problem}. "
+            "Use @nb2svc.batch on a function of one list (or DataFrame) parameter.",
             reason=failure.reason,
-            endpoint=endpoint,
-            cell=cell,
+            **details,
         )
     return CaptureFailed(
-        f"endpoint {endpoint!r} (cell {cell} of {notebook}) cannot be serialized: it references "
-        f"{failure.variable!r}, a {failure.type}, which cannot be pickled ({failure.exception}).\n"
+        f"{what} cannot be serialized: it references {failure.variable!r}, a {failure.type}, which cannot be "
+        f"pickled ({failure.exception}).\n"
         "Create it inside the function (or in a helper it calls) instead of at the top level, "
-        "or stop the endpoint from referencing it.",
+        "or stop the function from referencing it.",
         reason=failure.reason,
-        endpoint=endpoint,
-        cell=cell,
         variable=failure.variable,
         variable_type=failure.type,
+        **details,
     )

@@ -82,6 +82,17 @@ def cli() -> None:
 )
 @click.option("--offline", is_flag=True, help="No resolver: pin the installed closure, without hashes.")
 @click.option("--verify", "then_verify", is_flag=True, help="Run `nb2svc verify` on the result.")
+@click.option(
+    "--deploy",
+    "then_deploy",
+    is_flag=True,
+    help="Publish each endpoint into the registry as the next version of its deployment (after --verify, if given).",
+)
+@click.option(
+    "--registry",
+    type=click.Path(path_type=Path),
+    help="The registry --deploy publishes into.  [default: NB2SVC_REGISTRY, else the user's data directory]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
 def build_command(
     notebook: Path,
@@ -98,9 +109,12 @@ def build_command(
     resolver: ResolverName,
     offline: bool,
     then_verify: bool,
+    then_deploy: bool,
+    registry: Path | None,
     as_json: bool,
 ) -> None:
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
+    from nb2svc.deployment import publish_build
     from nb2svc.pipeline import build
     from nb2svc.verification import verify
 
@@ -133,6 +147,11 @@ def build_command(
             report["verify"] = verified.to_dict()
             if not as_json:
                 _print_verified(verified)
+        if then_deploy:
+            published = publish_build(result.service_dir, registry)
+            report["deployments"] = [{"name": v.name, "version": v.number, "path": str(v.path)} for v in published]
+            for version in published if not as_json else ():
+                click.echo(f"deployed {version.name} version {version.number} ({version.path})", err=True)
     if as_json:
         click.echo(json.dumps(report))
 
@@ -295,9 +314,17 @@ def deployments_command(registry: Path | None, as_json: bool) -> None:
         for version in deployment["versions"]:
             tags = named.get(version["version"], []) + (["latest"] if version["version"] == newest else [])
             about = version.get("error") or (
-                f"built {version['built_at']} from {version['notebook']}, Python {version['python']}"
+                f"{'deployed' if version['source'] == 'deploy' else 'built'} {version['built_at']} "
+                f"from {version['notebook'] or 'a live session'}, Python {version['python']}, "
+                f"{_verified(version['verified'])}"
             )
             click.echo(f"{deployment['name']:20} {version['version']:>4}  {', '.join(tags):16} {about}")
+
+
+def _verified(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "not verified"
+    return f"verified {record['at']}" if record["ok"] else f"FAILED verify {record['at']}"
 
 
 @cli.command("alias")

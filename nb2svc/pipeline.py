@@ -14,9 +14,17 @@ from nb2svc.execute import OnCell, execute_notebook
 from nb2svc.locking import Lock, LockOptions, lock_requirements
 from nb2svc.notebook import read_notebook
 from nb2svc.observe import observe_requirements
-from nb2svc.render import check_output, copy_runtime, publish, render_service, service_name, staging_directory
+from nb2svc.render import (
+    Origin,
+    check_output,
+    copy_runtime,
+    publish,
+    render_service,
+    service_name,
+    staging_directory,
+)
 from nb2svc.requirements import gather_requirements
-from nb2svc.runtime.manifest import Manifest, RequirementEntry, plain
+from nb2svc.runtime.manifest import Manifest, NotebookDescription, RequirementEntry, plain
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,8 @@ def build(
         observed = observe_requirements(capture, staging) if requirements_text is None else {}
         requirements = gather_requirements(capture, observed, python_packages, requirements_text)
         lock = lock_requirements(requirements, python_version, lock_options, capture.python_executable)
-        manifest = render_service(staging, spec, capture, requirements, lock, executed.timings)
+        origin = Origin(NotebookDescription(file=spec.path.name, sha256=spec.sha256), "build", executed.timings)
+        manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock)
         publish(staging, target, force)
     return BuildResult(
         service_dir=target,

@@ -9,9 +9,9 @@ Layout (one directory, ``NB2SVC_REGISTRY`` or the user's data directory)::
 A version appears whole or not at all: it is written beside its final place, then renamed to the next free
 number (a rename onto a number another publisher took just before fails, and the next number is tried), so
 two publishers at the same moment get distinct numbers, and a publisher killed halfway leaves only a hidden
-staging directory that nothing loads. ``latest`` is the highest number; an alias is a name for a number. A
-removed version's number is never given again (``.removed-<n>`` keeps it), so a URL with a number always
-meant one model.
+staging directory that nothing loads (the next publish of that name removes it). ``latest`` is the highest
+number; an alias is a name for a number. A removed version's number is never given again (``.removed-<n>``
+keeps it), so a URL with a number always meant one model.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ import platformdirs
 
 from nb2svc.errors import UsageError
 from nb2svc.runtime.manifest import ManifestError, read_manifest
+from nb2svc.verified import verification_of
 
 NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"
 LATEST = "latest"
 _ALIASES = "aliases.json"
+_STAGING = ".staging-"  # .staging-<pid of the publisher>-<random>: a version being written
 
 
 def default_root() -> Path:
@@ -67,10 +69,11 @@ class Registry:
 
     def publish(self, name: str, write: Callable[[Path], None]) -> Version:
         """The next version of ``name``: ``write(directory)`` fills a new directory, which then becomes
-        version n+1 at once. If ``write`` raises, nothing is published."""
+        version n+1 at once. If ``write`` raises, nothing is published (nor is a new deployment's folder left)."""
         folder = self.root / check_name(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        new = not folder.exists()
+        staging = self._staging(folder)
+        published = False
         try:
             write(staging)
             staging.chmod(0o755)  # mkdtemp made it private
@@ -78,13 +81,29 @@ class Registry:
             while True:
                 try:
                     staging.rename(folder / str(number))
+                    published = True
                     return Version(name, number, folder / str(number))
                 except OSError as exc:  # another publisher took this number first
                     if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
                     number += 1
         finally:
-            shutil.rmtree(staging, ignore_errors=True)  # gone already when it was published
+            if not published:
+                shutil.rmtree(staging, ignore_errors=True)
+                if new:
+                    with contextlib.suppress(OSError):  # not empty: another publisher's version is there
+                        folder.rmdir()
+
+    @staticmethod
+    def _staging(folder: Path) -> Path:
+        """A new hidden directory in ``folder`` (made if need be, again if a failed publisher just removed it),
+        named after this process. What publishers that were killed halfway left there is removed first."""
+        for _ in range(3):
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(folder)
+            with contextlib.suppress(FileNotFoundError):
+                return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
+        return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -182,8 +201,10 @@ class Registry:
             "built_at": manifest.built_at,
             "notebook": manifest.notebook.file,
             "python": manifest.python.version,
+            "source": manifest.source,
             "endpoints": [endpoint.name for endpoint in manifest.endpoints],
             "model_version": manifest.version,
+            "verified": verification_of(path, manifest.version),
         }
 
     def _write_aliases(self, name: str, aliases: dict[str, int]) -> None:
@@ -203,3 +224,21 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Remove the staging directories of publishers that no longer run (killed halfway through a deploy)."""
+    for staging in folder.glob(f"{_STAGING}*"):
+        pid = staging.name.removeprefix(_STAGING).partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -120,8 +120,8 @@ class _Routes:
         return version.service.json({"name": version.name, "ready": True})
 
     async def deployments(self, request: Request) -> Response:
-        catalog = self.scanner.catalog
-        return self.template.json({"deployments": [d.view() for d in catalog.deployments.values()]})
+        catalog, root = self.scanner.catalog, str(self.scanner.registry.root)
+        return self.template.json({"registry": root, "deployments": [d.view() for d in catalog.deployments.values()]})
 
     def readiness(self, payload: dict[str, Any]) -> Any:
         """200 once the registry was read and every deployment has a ready version; else 503 saying which not."""

@@ -7,6 +7,7 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,14 +16,15 @@ from nb2svc.capture import Capture
 from nb2svc.errors import OutputExists
 from nb2svc.execute import CellTiming
 from nb2svc.locking import Lock
-from nb2svc.notebook import NotebookSpec
 from nb2svc.runtime.manifest import (
     FILENAME,
     CellTime,
+    EndpointDescription,
     Manifest,
     NotebookDescription,
     PythonDescription,
     RequirementEntry,
+    Source,
 )
 from nb2svc.targets import write_targets
 
@@ -81,35 +83,50 @@ def copy_runtime(staging: Path) -> None:
 
 def render_service(
     staging: Path,
-    spec: NotebookSpec,
+    name: str,
+    origin: Origin,
     capture: Capture,
     requirements: tuple[RequirementEntry, ...],
     lock: Lock,
-    timings: tuple[CellTiming, ...],
 ) -> Manifest:
     """Write everything but the runtime and the artifacts (already there) into ``staging``."""
-    manifest = build_manifest(spec, capture, requirements, lock, timings)
-    (staging / FILENAME).write_text(manifest.to_json(), encoding="utf-8")
+    manifest = build_manifest(name, origin, capture, requirements, lock)
     (staging / "requirements.in").write_text(lock.requirements_in, encoding="utf-8")
     (staging / "requirements.txt").write_text(lock.requirements_txt, encoding="utf-8")
-    write_targets(staging, manifest)
+    write_description(staging, manifest)
     return manifest
 
 
+def write_description(staging: Path, manifest: Manifest) -> None:
+    """The manifest, and the files made from it (app.py, Dockerfile, README.md)."""
+    (staging / FILENAME).write_text(manifest.to_json(), encoding="utf-8")
+    write_targets(staging, manifest)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where the endpoints come from: a notebook run by ``nb2svc build``, or ``nb2svc.deploy`` in a live session."""
+
+    notebook: NotebookDescription
+    source: Source = "build"
+    cells: tuple[CellTiming, ...] = ()
+
+
 def build_manifest(
-    spec: NotebookSpec,
+    name: str,
+    origin: Origin,
     capture: Capture,
     requirements: tuple[RequirementEntry, ...],
     lock: Lock,
-    timings: tuple[CellTiming, ...],
 ) -> Manifest:
     """The one contract between the builder and the service runtime."""
     return Manifest(
-        name=service_name(spec.path),
-        version=_version(capture),
+        name=name,
+        version=model_version(capture.endpoints),
         nb2svc_version=__version__,
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        notebook=NotebookDescription(file=spec.path.name, sha256=spec.sha256),
+        notebook=origin.notebook,
+        source=origin.source,
         python=PythonDescription(
             version=capture.python_version, minor=lock.python_version, implementation=capture.python_implementation
         ),
@@ -117,13 +134,13 @@ def build_manifest(
         endpoints=capture.endpoints,
         requirements=requirements,
         lock=lock.description(),
-        cells=tuple(CellTime(cell=t.number, seconds=t.seconds) for t in timings),
+        cells=tuple(CellTime(cell=t.number, seconds=t.seconds) for t in origin.cells),
     )
 
 
-def _version(capture: Capture) -> str:
+def model_version(endpoints: tuple[EndpointDescription, ...]) -> str:
     """The model's version: a digest of its artifacts, so that it changes exactly when they do."""
-    digests = "".join(sorted(endpoint.sha256 for endpoint in capture.endpoints))
+    digests = "".join(sorted(endpoint.sha256 for endpoint in endpoints))
     return hashlib.sha256(digests.encode()).hexdigest()[:12]
 
 

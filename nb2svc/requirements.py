@@ -23,7 +23,6 @@ FAST_PARTS = frozenset({"orjson", "uvloop", "httptools"})
 BUILDER = "nb2svc"
 SERVICE_RUNTIME = RequirementReason("runtime", "the service runtime")
 SERIALIZED_THE_ARTIFACTS = RequirementReason("runtime", "serialized the artifacts")
-PYTHON_PACKAGE = RequirementReason("user", "--python-package")
 REQUIREMENTS_FILE = RequirementReason("user", "--requirements")
 
 
@@ -32,11 +31,13 @@ def gather_requirements(
     observed: Mapping[RequirementReason, Iterable[Distribution]],
     python_packages: Iterable[str] = (),
     requirements_file: str | None = None,
+    python_packages_option: str = "--python-package",
 ) -> tuple[RequirementEntry, ...]:
     """Observed distributions, the runtime's own, then ``--python-package`` specs (which override by name).
 
     ``observed`` maps a reason (``artifact_load``, "loading my_fn") to the distributions it brought in;
     each distribution's reason adds the modules it was seen through: "loading my_fn (joblib)".
+    ``python_packages_option`` is how the user gave them, for messages and reasons (``python_packages=``).
     With ``requirements_file`` (the text of ``--requirements FILE``) nothing observed is used:
     the file's lines stand instead, and the runtime's packages join them.
     """
@@ -67,7 +68,8 @@ def gather_requirements(
     for name, version in runtime_pins():
         add(name, f"{name}=={version}", SERVICE_RUNTIME)
     for spec in python_packages:
-        add(_parse(spec, "--python-package").name, spec, PYTHON_PACKAGE, override=True)
+        reason = RequirementReason("user", python_packages_option)
+        add(_parse(spec, python_packages_option).name, spec, reason, override=True)
     return tuple(sorted(found.values(), key=lambda requirement: canonicalize_name(requirement.name)))
 
 

@@ -22,6 +22,7 @@ from nb2svc.runtime.compare import compare
 from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
 from nb2svc.serve import check_service_dir
 from nb2svc.server_process import free_port, running_server
+from nb2svc.verified import record_verification
 
 START_TIMEOUT = 120.0
 
@@ -74,20 +75,31 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
 
     Raises ``VerifyEnvironmentFailed`` if the lock does not install, ``ServiceDidNotStart`` if the
     service does not answer, and ``VerifyMismatch`` (carrying the result) if an answer differs
-    from the output recorded in the training kernel. The environment and server are always removed.
+    from the output recorded in the training kernel. The environment and server are always removed. The
+    outcome is kept in the directory's ``verified.json`` (``nb2svc deployments`` shows it).
     """
     started = time.perf_counter()
     service_dir = Path(service_dir).resolve()
     check_service_dir(service_dir)
     manifest = _manifest(service_dir)
     python = find_python(manifest.python.minor)
+    try:
+        result = _verified(service_dir, manifest, python, on_check or (lambda _: None), started)
+    except (VerifyEnvironmentFailed, ServiceDidNotStart, VerifyMismatch):
+        record_verification(service_dir, manifest.version, False)
+        raise
+    record_verification(service_dir, manifest.version, True)
+    return result
+
+
+def _verified(service_dir: Path, manifest: Manifest, python: str, on_check: OnCheck, started: float) -> VerifyResult:
     with tempfile.TemporaryDirectory(prefix="nb2svc-verify-") as work:
         install_started = time.perf_counter()
         environment = _install(python, Path(work) / "venv", service_dir, manifest.lock.hashes)
         install_seconds = time.perf_counter() - install_started
         with _serving(environment, service_dir) as base_url:
             _require_ready(base_url)
-            checks = tuple(_replay(base_url, manifest, on_check or (lambda _: None)))
+            checks = tuple(_replay(base_url, manifest, on_check))
     result = VerifyResult(
         service_dir,
         manifest.python.minor,

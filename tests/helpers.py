@@ -11,12 +11,16 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import pytest
 
 from nb2svc.render import copy_runtime
 from nb2svc.runtime import schema
@@ -34,10 +38,14 @@ __all__ = [
     "FIXTURES",
     "ROOT",
     "ServerProcess",
+    "browser",
     "kernel_processes",
     "make_service",
+    "open_dashboard",
+    "post_json",
     "request_log_line",
     "running_server",
+    "try_it",
     "until",
     "uvicorn_access_lines",
     "write_manifest",
@@ -101,6 +109,7 @@ def make_service(
         nb2svc_version="0",
         built_at="2026-11-29T00:00:00+00:00",
         notebook=NotebookDescription("test.ipynb", "0" * 64),
+        source="build",
         python=PythonDescription(f"{minor}.0", minor, "cpython"),
         cloudpickle_version=cloudpickle.__version__,
         endpoints=tuple(endpoints),
@@ -148,3 +157,62 @@ def request_log_line(server: ServerProcess, request_id: str, timeout: float = 10
 def uvicorn_access_lines(output: str) -> list[str]:
     """uvicorn's own access log lines (``127.0.0.1:5000 - "GET /health HTTP/1.1" 200 OK``) in a server's output."""
     return re.findall(r'^.*"[A-Z]+ \S+ HTTP/1\.1" \d{3}.*$', output, re.MULTILINE)
+
+
+@contextmanager
+def browser() -> Iterator[Any]:
+    """A headless chromium driven by selenium (Debian's chromium and chromium-driver: `make browser`)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.fail("Debian's chromium and chromium-driver are needed: `make browser` installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ):
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="nb2svc-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def open_dashboard(driver: Any, url: str) -> None:
+    """Load the dashboard at ``url`` and wait until it has listed the deployments."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/")
+    WebDriverWait(driver, 20).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes")
+
+
+def try_it(driver: Any, version: Any) -> tuple[str, Any, str]:
+    """Send a dashboard version's try-it form as it is: the HTTP status, the answer (parsed), the headers shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    version.find_element(By.CLASS_NAME, "try-send").click()
+    status = version.find_element(By.CLASS_NAME, "try-status")
+    WebDriverWait(driver, 20).until(lambda d: status.text.startswith("HTTP"))
+    answer = json.loads(version.find_element(By.CLASS_NAME, "try-answer").text)
+    return status.text, answer, version.find_element(By.CLASS_NAME, "try-headers").text
+
+
+def post_json(url: str, body: Any) -> Any:
+    """The answer of a direct ``POST url`` with ``body``, parsed."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 
 import nb2svc
 
-from helpers import FIXTURES, running_server
+from helpers import FIXTURES, browser, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -32,30 +30,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_docs_page_sends_a_request_from_the_browser(base_url: str) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.fail("Debian's chromium and chromium-driver are needed: `make test` installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ):
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='nb2svc-chromium-')}")
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
-    try:
+    with browser() as driver:
         driver.get(f"{base_url}/docs")
         WebDriverWait(driver, 20).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "yes"
@@ -73,8 +51,6 @@ def test_docs_page_sends_a_request_from_the_browser(base_url: str) -> None:
         answer = driver.find_element(By.ID, "answer-add").text
         assert '"data": [\n    [\n      1,\n      5\n    ]' in answer
         assert "parameter 'a' must be integer" in answer
-    finally:
-        driver.quit()
 
 
 def test_tritonclient_calls_the_open_inference_protocol_routes(base_url: str) -> None:

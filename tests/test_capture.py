@@ -119,7 +119,7 @@ def test_an_example_that_fails_names_its_value_and_the_exception(tmp_path: Path)
     path = notebook(tmp_path, "offset = 1", "def predict(x):\n    return x + offset")
     with pytest.raises(
         CaptureFailed,
-        match=r'the example "two" for endpoint \'predict\' \(cell 2 of model.ipynb\) failed in the kernel: '
+        match=r'the example "two" for endpoint \'predict\' \(cell 2 of model.ipynb\) failed when called: '
         r"TypeError: can only concatenate str",
     ) as caught:
         nb2svc.build(path, tmp_path / "out", examples={"predict": [2, "two"]})

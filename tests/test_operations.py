@@ -142,7 +142,7 @@ def test_api_keys(tmp_path: Path, headers: dict[str, str], status: int) -> None:
             assert response.headers["www-authenticate"] == "Bearer"
             assert response.json()["error"]["type"] == "missing_api_key"
         assert client.get("/openapi.json", headers=headers).status_code == status
-        for open_route in ("/health", "/ready", "/metrics", "/docs"):  # /docs asks for the key in the page
+        for open_route in ("/", "/health", "/ready", "/metrics", "/docs"):  # the pages ask for the key themselves
             assert client.get(open_route).status_code == 200
 
 

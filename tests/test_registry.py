@@ -50,7 +50,11 @@ def test_a_write_that_fails_publishes_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         registry.publish("model", broken)
     assert registry.numbers("model") == []
-    assert list((tmp_path / "model").iterdir()) == []  # no staging directory left behind
+    assert not (tmp_path / "model").exists()  # no staging directory, no empty deployment left behind
+    registry.publish("model", lambda directory: None)
+    with pytest.raises(RuntimeError):
+        registry.publish("model", broken)
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["1"]  # an existing deployment stays
 
 
 def test_concurrent_publishers_get_distinct_numbers(tmp_path: Path) -> None:
@@ -76,7 +80,7 @@ def test_concurrent_publishers_get_distinct_numbers(tmp_path: Path) -> None:
     assert contents == {str(i) for i in range(publishers)}  # none lost, none overwritten
 
 
-def test_a_publisher_killed_halfway_leaves_no_version(tmp_path: Path) -> None:
+def test_a_publisher_killed_halfway_leaves_no_version_and_its_half_is_swept_away(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
@@ -94,7 +98,10 @@ def test_a_publisher_killed_halfway_leaves_no_version(tmp_path: Path) -> None:
             os.kill(process.pid, signal.SIGKILL)
     registry = Registry(tmp_path)
     assert registry.numbers("model") == []
+    [left] = (tmp_path / "model").iterdir()
+    assert left.name.startswith(f".staging-{process.pid}-")  # hidden, never a version
     assert registry.publish("model", service("whole")).number == 1
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["1"]  # the dead publisher's half is gone
 
 
 def test_aliases_name_a_version_and_move(tmp_path: Path) -> None:

@@ -43,12 +43,20 @@ def test_verify_replays_the_examples_from_a_fresh_environment(service: Path) -> 
     assert "verified: 2 examples answered as in the training kernel" in result.stderr
 
 
-def test_build_with_verify_reports_json(tmp_path: Path) -> None:
-    result = run("build", str(FIXTURES / "linear_regression.ipynb"), "-o", str(tmp_path / "out"), "--verify", "--json")
+def test_build_with_verify_and_deploy_publishes_a_verified_version(tmp_path: Path) -> None:
+    registry = str(tmp_path / "registry")
+    notebook = str(FIXTURES / "linear_regression.ipynb")
+    output = str(tmp_path / "out")
+    result = run("build", notebook, "-o", output, "--verify", "--deploy", "--registry", registry, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["verify"]["ok"] is True
     assert [e["passed"] for e in report["verify"]["examples"]] == [True]
+    assert [(d["name"], d["version"]) for d in report["deployments"]] == [("my_lr_deployement", 1)]
+    listed = json.loads(run("deployments", "--registry", registry, "--json").stdout)
+    [version] = listed["deployments"][0]["versions"]
+    assert version["verified"]["ok"] is True
+    assert "verified 20" in run("deployments", "--registry", registry).stdout
 
 
 def test_a_changed_answer_fails_with_the_difference(copy: Path) -> None:
@@ -57,6 +65,7 @@ def test_a_changed_answer_fails_with_the_difference(copy: Path) -> None:
     (copy / "manifest.json").write_text(json.dumps(manifest))
     result = run("verify", str(copy), "--json")
     assert result.exit_code == 13
+    assert json.loads((copy / "verified.json").read_text())["ok"] is False  # `nb2svc deployments` says FAILED
     message = json.loads(result.stdout)["error"]["message"]
     assert message.startswith("the service installed from the lock is not ready: example 1 of my_lr_deployement")
     assert re.search(r"data: expected 12\.908\d*, got 12\.408\d*", message)

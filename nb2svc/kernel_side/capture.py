@@ -17,6 +17,8 @@ from .loaded import distributions_imported_since
 from .runtime import runtime_module
 from .unpicklable import unpicklable
 
+_NB2SVC = __name__.partition(".")[0]  # nb2svc's own package (``_nb2svc`` in a build's kernel): never by value
+
 
 class _Failed(Exception):
     """Capture cannot go on; ``args[0]`` is the failure, for the builder to explain."""
@@ -29,25 +31,41 @@ def capture(
     modules_at_start: list[str],
     extra_examples: dict[str, list[Any]],
 ) -> dict[str, Any]:
-    """Serialize each endpoint (its name: its cell) into ``service_dir/artifacts`` and describe it.
+    """Serialize each endpoint of the notebook's namespace (its name: its cell) into ``service_dir/artifacts``.
 
     ``extra_examples`` maps endpoint names to ``data`` values to call them with, as requests would.
     The answer is ``{"capture": {...}}`` (the fields of the builder's ``Capture``) or ``{"failure": {...}}``.
     """
     notebook_distributions = distributions_imported_since(modules_at_start)  # before this imports cloudpickle
+    from IPython import get_ipython
+
+    namespace = get_ipython().user_ns
+    functions = {}
+    for name, cell in endpoints.items():
+        recorded = recording.take_off(namespace, name)  # the function itself is served, not its recorder
+        functions[name] = (namespace.get(name), cell, recorded)
+    return capture_functions(functions, service_dir, notebook_dir, extra_examples, notebook_distributions)
+
+
+def capture_functions(
+    functions: dict[str, tuple[Any, int, recording.Recording]],
+    service_dir: str,
+    notebook_dir: str,
+    extra_examples: dict[str, list[Any]],
+    notebook_distributions: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Serialize each ``name: (function, cell, what its recorder saw)`` into ``service_dir/artifacts``: the
+    answer of ``capture``. ``nb2svc.deploy`` calls it in the notebook's own process, on the live function."""
     try:
         import cloudpickle
     except ImportError:
         return {"failure": failures.to_json(failures.NoCloudpickle(python=sys.executable))}
-    from IPython import get_ipython
-
-    namespace = get_ipython().user_ns
     _pickle_local_modules_by_value(cloudpickle, notebook_dir)
     manifest = runtime_module("manifest", service_dir)
     try:
         described = [
-            _endpoint(cloudpickle, namespace, name, cell, service_dir, extra_examples.get(name, []))
-            for name, cell in endpoints.items()
+            _endpoint(cloudpickle, name, function, cell, recorded, service_dir, extra_examples.get(name, []))
+            for name, (function, cell, recorded) in functions.items()
         ]
     except _Failed as failed:
         return {"failure": failures.to_json(failed.args[0])}
@@ -64,11 +82,15 @@ def capture(
 
 
 def _endpoint(
-    cloudpickle: Any, namespace: dict[str, Any], name: str, cell: int, service_dir: str, extra_examples: list[Any]
+    cloudpickle: Any,
+    name: str,
+    function: Any,
+    cell: int,
+    recorded: recording.Recording,
+    service_dir: str,
+    extra_examples: list[Any],
 ) -> Any:
     """The endpoint ``name``, serialized into its artifact: its nb2svc_runtime.manifest.EndpointDescription."""
-    recorded = recording.take_off(namespace, name)  # the function itself is served, not its recorder
-    function = namespace.get(name)
     if not callable(function):
         raise _Failed(failures.NotCallable(endpoint=name, type=failures.type_name(function)))
     problem = runtime_module("schema", service_dir).batch_problem(function)
@@ -133,5 +155,5 @@ def _pickle_local_modules_by_value(cloudpickle: Any, notebook_dir: str) -> None:
     for name, module in list(sys.modules.items()):
         path = os.path.realpath(getattr(module, "__file__", None) or "")
         local = path.startswith(root) and not any(path.startswith(prefix) for prefix in installed)
-        if local and "site-packages" not in path and "." not in name:
+        if local and "site-packages" not in path and "." not in name and name != _NB2SVC:
             cloudpickle.register_pickle_by_value(module)

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import modelbit, oip
+from . import dashboard, modelbit, oip
 from .auth import ApiKeys
 from .calls import Service, service_error
 from .encoding import encode_json
@@ -56,6 +56,10 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     for service, answering in served:  # the predict routes first: the router tries routes in order
         routes += modelbit.predict_routes(answering, service.endpoints)
     routes += _common_routes(default, served, unready)
+    routes += [
+        Route("/", dashboard.page),
+        Route("/deployments", static(default.headers)(dashboard.services_view(services))),
+    ]
     for service, answering in served:
         routes += modelbit.routes(answering, service.endpoints, service.manifest, static(answering.headers))
         routes += oip.model_routes(answering, service.endpoints, static(answering.headers))
@@ -67,7 +71,7 @@ def build_app(services: Sequence[LoadedService | UnreadyService], settings: Sett
     app.state.service, app.state.protocol = default, modelbit.PROTOCOL
     app.state.drift = [warning for s in loaded for warning in s.drift]
     predict = ", ".join(f"POST {e.described.route}" for s in loaded for e in s.endpoints)
-    app.state.known_routes = f"GET /health, GET /docs and {predict}"
+    app.state.known_routes = f"GET /, GET /health, GET /docs and {predict}"
     metrics.load_seconds.set(sum(s.load_seconds for s in loaded))
     return app
 

@@ -7,7 +7,7 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN = frozenset({"/health", "/ready", "/docs"})  # /docs is a static page: it asks for the key itself
+OPEN = frozenset({"/", "/health", "/ready", "/docs"})  # / and /docs are static pages: they ask for the key themselves
 
 
 class ApiKeys:

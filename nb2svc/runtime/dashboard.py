@@ -13,6 +13,7 @@ One shape for a single service (each endpoint a deployment with one version) and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from starlette.responses import HTMLResponse
 
 from .endpoint import Endpoint
 from .envelope import data_schema
-from .load import NotReadyReason
+from .load import LoadedService, NotReadyReason, UnreadyService
 from .manifest import EndpointDescription, Manifest, plain
 from .openapi import reading
 
@@ -75,3 +76,26 @@ def deployment_view(
     name: str, versions: list[dict[str, Any]], latest: str | None, aliases: dict[str, str]
 ) -> dict[str, Any]:
     return {"name": name, "latest": latest, "aliases": aliases, "versions": versions}
+
+
+def services_view(services: Sequence[LoadedService | UnreadyService]) -> dict[str, Any]:
+    """``GET /deployments`` of an app serving service directories: each endpoint is a deployment with one
+    version, labelled by its manifest's model version; the endpoints of a service that did not load (when its
+    manifest was read) are there too, unready with the reason."""
+    deployments = []
+    for service in services:
+        manifest = service.manifest
+        if manifest is None:
+            continue
+        if isinstance(service, LoadedService):
+            views = {
+                e.name: version_view(manifest.version, e.described.route, "ready", manifest, e)
+                for e in service.endpoints
+            }
+        else:
+            views = {
+                d.name: version_view(manifest.version, d.route, "unready", manifest, reason=service.reason)
+                for d in manifest.endpoints
+            }
+        deployments += [deployment_view(name, [view], manifest.version, {}) for name, view in views.items()]
+    return {"deployments": deployments}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-MANIFEST_FORMAT = 3  # raised whenever a field is added, removed or changes meaning
+MANIFEST_FORMAT = 4  # raised whenever a field is added, removed or changes meaning
 FILENAME = "manifest.json"
 
 # Why a requirement is in requirements.in: who observed it.
@@ -72,7 +72,7 @@ class EndpointDescription:
     """One endpoint, described once: where its artifact is, how it is called, and what it answered in the kernel."""
 
     name: str
-    cell: int  # the notebook cell that defines it, counting every cell from 1
+    cell: int  # the notebook cell that defines it, counting every cell from 1 (0: deployed from a live session)
     artifact: str  # relative to the service directory, inside artifacts/
     sha256: str
     bytes: int
@@ -126,8 +126,13 @@ class PythonDescription:
 
 @dataclass(frozen=True)
 class NotebookDescription:
-    file: str
-    sha256: str
+    file: str  # "" when nb2svc.deploy could not tell which notebook called it
+    sha256: str  # of the file as saved ("" when unknown): a deployed function may come from unsaved cells
+
+
+# How the endpoints were made: "build" (`nb2svc build` ran the notebook) or "deploy" (`nb2svc.deploy` serialized
+# a function of a live session, without running anything again).
+Source = Literal["build", "deploy"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,7 @@ class Manifest:
     nb2svc_version: str
     built_at: str
     notebook: NotebookDescription
+    source: Source
     python: PythonDescription
     cloudpickle_version: str
     endpoints: tuple[EndpointDescription, ...]

@@ -1,0 +1,240 @@
+"""``nb2svc.deploy(fn)``: the function as it is now, in the live session, published as the next version of a deployment.
+
+Nothing of the notebook runs again: the function and the objects it references (the trained model) are
+serialized right here, by the same stages as ``nb2svc build`` after its kernel run: capture by value, the
+requirements observed in a fresh interpreter, a hashed lock, the service directory rendered; the directory is
+published into the registry whole. Then a registry server on 127.0.0.1 (started once, in the background, if
+none answers at the configured address) serves it at ``/v1/<name>/latest``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nb2svc.capture import capture_function
+from nb2svc.errors import UsageError
+from nb2svc.locking import LockOptions, lock_requirements
+from nb2svc.observe import observe_requirements
+from nb2svc.registry import Registry, Version, check_name
+from nb2svc.render import Origin, copy_runtime, model_version, render_service, write_description
+from nb2svc.requirements import gather_requirements
+from nb2svc.runtime.manifest import Manifest, NotebookDescription, read_manifest
+from nb2svc.verified import record_verification, verification_of
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A published version: its name and number, its directory, and where it is served (``url``, if it is)."""
+
+    name: str
+    version: int
+    path: Path
+    manifest: Manifest
+    seconds: float
+    url: str | None = None  # the registry server's base URL, http://127.0.0.1:PORT
+
+    @property
+    def latest_url(self) -> str:
+        return f"{self.url or 'http://127.0.0.1:8000'}/v1/{self.name}/latest"
+
+    @property
+    def version_url(self) -> str:
+        return f"{self.url or 'http://127.0.0.1:8000'}/v1/{self.name}/{self.version}"
+
+    def curl(self) -> str:
+        """The command that calls ``latest`` with the first recorded example (or a placeholder)."""
+        return f"curl -s -XPOST {shlex.quote(self.latest_url)} -d {shlex.quote(json.dumps(self._example()))}"
+
+    def requests_line(self) -> str:
+        return f"requests.post({self.latest_url!r}, json={self._example()!r}).json()"
+
+    def _example(self) -> Any:
+        examples = self.manifest.endpoints[0].examples
+        return examples[0].request if examples else {"data": "..."}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "path": str(self.path),
+            "url": self.latest_url if self.url else None,
+            "version_url": self.version_url if self.url else None,
+            "model_version": self.manifest.version,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"Deployed {self.name} version {self.version} ({self.path}) in {self.seconds:.1f} s."]
+        if self.url:
+            lines += [
+                f"  POST {self.latest_url}  (this version: {self.version_url})",
+                f"  {self.curl()}",
+                f"  dashboard: {self.url}/",
+            ]
+        else:
+            lines.append(f"  serve it: nb2svc serve --registry {shlex.quote(str(self.path.parent.parent))}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        escape = html.escape
+        rows = [("version", str(self.version)), ("model version", self.manifest.version), ("path", str(self.path))]
+        if self.url:
+            rows += [("latest", self.latest_url), ("this version", self.version_url), ("dashboard", f"{self.url}/")]
+        table = "".join(f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+        call = (
+            f"<pre>{escape(self.curl())}</pre><pre>{escape(self.requests_line())}</pre>"
+            if self.url
+            else f"<p>Not served: <code>nb2svc serve --registry {escape(str(self.path.parent.parent))}</code></p>"
+        )
+        title = f"<strong>Deployed {escape(self.name)}</strong> in {self.seconds:.1f} s"
+        return f"<div>{title}<table>{table}</table>{call}</div>"
+
+
+def deploy(
+    function: Callable[..., Any],
+    *,
+    name: str | None = None,
+    python_packages: Sequence[str] | None = None,
+    python_version: str | None = None,
+    examples: Sequence[Any] | None = None,
+    registry: str | Path | None = None,
+    serve: bool = True,
+    server: str | None = None,
+    lock_options: LockOptions | None = None,
+) -> Deployment:
+    """Publish ``function`` (with everything it references, as it is now) as the next version of ``name``.
+
+    ``name`` defaults to the function's name; ``python_packages`` adds or overrides requirements
+    (``["scikit-learn==1.5.2"]``); ``examples`` are values of ``data`` the function is called with here, recorded,
+    and replayed when the version loads. ``registry`` (default ``NB2SVC_REGISTRY`` or the user's data directory)
+    holds the versions. With ``serve`` (the default) a registry server answers at ``server`` (``NB2SVC_SERVER``,
+    default 127.0.0.1:8765), started in the background if none does, and this returns once it serves the new
+    version at ``/v1/<name>/latest``. Raises an ``Nb2svcError`` subclass on failure; nothing is published then.
+    """
+    started = time.perf_counter()
+    name = _deployment_name(function, name)
+    _check_python_version(python_version)
+    packages = _packages(python_packages)
+    data = _examples(examples)
+    lock_options = lock_options or LockOptions()
+    written: list[Manifest] = []
+
+    def write(staging: Path) -> None:
+        copy_runtime(staging)
+        capture = capture_function(function, name, staging, data)
+        observed = observe_requirements(capture, staging)
+        requirements = gather_requirements(capture, observed, packages, python_packages_option="python_packages")
+        minor = ".".join(capture.python_version.split(".")[:2])
+        lock = lock_requirements(requirements, minor, lock_options, capture.python_executable)
+        written.append(
+            render_service(staging, name, Origin(_calling_notebook(), "deploy"), capture, requirements, lock)
+        )
+
+    version = Registry(registry).publish(name, write)
+    url = None
+    if serve:
+        from nb2svc.local_server import serving  # only when serving: it imports the HTTP client side
+
+        url = serving(version, server)
+    return Deployment(name, version.number, version.path, written[0], time.perf_counter() - started, url)
+
+
+def publish_build(service_dir: Path, registry: str | Path | None = None) -> list[Version]:
+    """``nb2svc build --deploy``: each endpoint of a built service becomes the next version of the deployment
+    of its name, a service directory of its own (the build's lock, its one artifact)."""
+    manifest = read_manifest(service_dir)
+    target = Registry(registry)
+    published = []
+    for endpoint in manifest.endpoints:
+        check_name(endpoint.name, "endpoint name")
+        one = dataclasses.replace(
+            manifest, name=endpoint.name, endpoints=(endpoint,), version=model_version((endpoint,))
+        )
+
+        def write(staging: Path, manifest: Manifest = one) -> None:
+            _copy_service(service_dir, staging, manifest)
+
+        published.append(target.publish(endpoint.name, write))
+    return published
+
+
+def _copy_service(service_dir: Path, staging: Path, manifest: Manifest) -> None:
+    """The service at ``service_dir`` reduced to ``manifest``'s endpoints: their artifacts, the same lock, and the
+    files that describe it (manifest, app, Dockerfile, README) written for it."""
+    copy_runtime(staging)
+    (staging / "artifacts").mkdir()
+    for endpoint in manifest.endpoints:
+        shutil.copyfile(service_dir / endpoint.artifact, staging / endpoint.artifact)
+    for lock_file in ("requirements.in", "requirements.txt"):
+        shutil.copyfile(service_dir / lock_file, staging / lock_file)
+    write_description(staging, manifest)
+    source = read_manifest(service_dir).version
+    record = verification_of(service_dir, source)
+    if record is not None and record["ok"]:  # the whole service verified: each endpoint's examples answered
+        record_verification(staging, manifest.version, True)
+
+
+def _deployment_name(function: Any, name: str | None) -> str:
+    if not callable(function):
+        raise UsageError(
+            f"nb2svc.deploy takes the function that answers requests; it was given a {type(function).__name__}"
+        )
+    chosen = name if name is not None else getattr(function, "__name__", "")
+    if name is None and not chosen.isidentifier():
+        raise UsageError(f"the function's name {chosen!r} cannot name a deployment: pass name='my_model'")
+    return check_name(chosen)
+
+
+def _check_python_version(requested: str | None) -> None:
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if requested is not None and requested != here:
+        raise UsageError(
+            f"python_version={requested!r} differs from this Python ({here}): a function serialized by value "
+            f"loads only on the Python minor that serialized it, and serving on another one is not built yet. "
+            f"Deploy from a Python {requested} kernel, or leave python_version out to serve on {here}."
+        )
+
+
+def _packages(python_packages: Sequence[str] | None) -> tuple[str, ...]:
+    if python_packages is None:
+        return ()
+    if isinstance(python_packages, str):
+        raise UsageError(f"python_packages is a list of requirements, e.g. [{python_packages!r}]: put it in a list")
+    return tuple(python_packages)
+
+
+def _examples(examples: Iterable[Any] | None) -> list[Any]:
+    if examples is None:
+        return []
+    if isinstance(examples, (str, bytes, dict)):
+        raise UsageError(
+            "examples is a list of values of data, one per example, e.g. examples=[[1, 3], [2, 5]]: "
+            f"it was given a {type(examples).__name__}"
+        )
+    return list(examples)
+
+
+def _calling_notebook() -> NotebookDescription:
+    """The notebook (or script) this runs in, where it can be told: Jupyter names it in JPY_SESSION_NAME, VS Code
+    in ``__vsc_ipynb_file__``, a script is ``__main__.__file__``. Its digest is of the file as saved."""
+    main = sys.modules.get("__main__")
+    candidates = [os.environ.get("JPY_SESSION_NAME"), getattr(main, "__vsc_ipynb_file__", None)]
+    if main is not None and not hasattr(sys, "ps1") and "ipykernel" not in sys.modules:
+        candidates.append(getattr(main, "__file__", None))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            path = Path(candidate)
+            return NotebookDescription(file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    return NotebookDescription(file="", sha256="")
