@@ -172,13 +172,19 @@ class Scanner:
         }
 
     def _arranged(self, layout: dict[str, tuple[list[int], dict[str, int]]]) -> Catalog:
-        """The catalog as the registry now is: versions already held kept, new ones loading, removed ones gone."""
+        """The catalog as the registry now is: versions already held kept, new ones loading, removed ones gone
+        (and forgotten by the executor, which would otherwise keep their models)."""
         deployments = {}
         for name, (numbers, aliases) in sorted(layout.items()):
             held = self.catalog.deployments.get(name)
             known = {v.number: v for v in held.versions} if held else {}
             versions = tuple(known.get(n) or self._served(name, n, "loading") for n in numbers)
             deployments[name] = Deployment(name, versions, aliases)
+        kept = {(v.name, v.number) for deployment in deployments.values() for v in deployment.versions}
+        for deployment in self.catalog.deployments.values():
+            for version in deployment.versions:
+                if (version.name, version.number) not in kept and version.endpoint is not None:
+                    self.template.executor.forget(version.endpoint)
         return Catalog(deployments, self.catalog.scanned)
 
     def _load(self, name: str, number: int) -> ServedVersion:

@@ -4,8 +4,10 @@ and each input's failure its own (in process: the app on the test's own event lo
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,10 @@ from starlette.testclient import TestClient
 import nb2svc
 from nb2svc.runtime import executor
 from nb2svc.runtime.app import create_app
+from nb2svc.runtime.invoke import inputs_of
+from nb2svc.runtime.load import LoadedService, load_service
 from nb2svc.runtime.manifest import read_manifest
+from nb2svc.runtime.observability import Metrics
 from nb2svc.runtime.settings import Settings
 
 from helpers import make_service, until
@@ -284,3 +289,18 @@ def test_the_batching_notebook_is_built_recorded_and_served(tmp_path: Path) -> N
         assert answer["data"][0][1] == many.examples[0].response["data"][0][1]  # the answer for 1.0
         assert answer["errors"][0][0] == 2
         assert post(client, "score_rows", {"x": 1.0}).json() == {"data": [rows.examples[0].response["data"][0]]}
+
+
+@pytest.mark.anyio
+async def test_a_forgotten_endpoint_is_let_go_with_its_model(tmp_path: Path) -> None:
+    """A registry server forgets a removed version's endpoint: its gatherer, which holds the model, goes too."""
+    loaded = load_service(make_service(tmp_path / "service", runnable=True, doubled=doubled))  # by value: its own
+    assert isinstance(loaded, LoadedService), loaded
+    [endpoint] = loaded.endpoints
+    running = executor.BatchingExecutor(executor.CallExecutor(1, 10.0), Settings(), Metrics())
+    assert await running.run(executor.gathered_call(endpoint, inputs_of(endpoint.invoker, 2.0))) == {"data": 4.0}
+    model = weakref.ref(endpoint.invoker.function)
+    running.forget(endpoint)
+    del loaded, endpoint
+    gc.collect()
+    assert model() is None

@@ -55,6 +55,14 @@ class Executor(Protocol):
 
     async def run(self, call: Call) -> dict[str, Any]: ...
 
+    def forget(self, endpoint: Endpoint) -> None:
+        """Drop what is kept for ``endpoint`` (a registry's removed version): its calls in flight still finish."""
+
+
+def _key(endpoint: Endpoint) -> tuple[str, str]:
+    """What the executors keep per endpoint is by artifact too: a registry's versions of one name differ."""
+    return (endpoint.name, endpoint.described.sha256)
+
 
 # A call shorter than this may run on the event loop itself, once its endpoint has proved that fast: the loop
 # waits that long at most (a hand-written server's waits for every call, however long).
@@ -174,6 +182,8 @@ class _Worker:
                 loop.call_soon_threadsafe(self.executor.finished, self, time.perf_counter() - started, *outcome)
             except RuntimeError:  # the loop has closed: nobody waits any more
                 pass
+            # Not kept while it waits for the next: a request's data (and a removed version's model) can go.
+            del message, task, outcome
 
 
 class CallExecutor:
@@ -222,11 +232,14 @@ class CallExecutor:
             task.gone = True
 
     def _speed(self, endpoint: Endpoint) -> _Speed:
-        key = (endpoint.name, endpoint.described.sha256)  # by artifact too: a registry's versions differ in speed
+        key = _key(endpoint)
         speed = self._speeds.get(key)
         if speed is None:
             speed = self._speeds[key] = _Speed(never_inline=endpoint.described.is_async)
         return speed
+
+    def forget(self, endpoint: Endpoint) -> None:
+        self._speeds.pop(_key(endpoint), None)
 
     def _inline(self, call: Call, speed: _Speed) -> Any:
         started = time.perf_counter()
@@ -299,17 +312,22 @@ class BatchingExecutor:
         self.threads = threads
         self.settings = settings
         self.metrics = metrics
-        self._gatherers: dict[tuple[str, str], Gatherer] = {}  # by endpoint and artifact: a registry serves versions
+        self._gatherers: dict[tuple[str, str], Gatherer] = {}
 
     async def run(self, call: Call) -> dict[str, Any]:
         if call.inputs is None:
             result: dict[str, Any] = await self.threads.run(call)
             return result
-        key = (call.endpoint.name, call.endpoint.described.sha256)
+        key = _key(call.endpoint)
         gatherer = self._gatherers.get(key)
         if gatherer is None:
             gatherer = self._gatherers[key] = Gatherer(call.endpoint, self)
         return await gatherer.run(call)
+
+    def forget(self, endpoint: Endpoint) -> None:
+        """A gatherer holds its endpoint's function (the model): a removed version's goes with it."""
+        self._gatherers.pop(_key(endpoint), None)
+        self.threads.forget(endpoint)
 
 
 # A call that waited longer than this is asked whether its client is still there before it is computed;
