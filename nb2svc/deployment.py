@@ -31,7 +31,7 @@ from nb2svc.registry import Registry, Version, check_name
 from nb2svc.render import Origin, copy_runtime, model_version, render_service, write_description
 from nb2svc.requirements import gather_requirements
 from nb2svc.runtime.manifest import Manifest, NotebookDescription, read_manifest
-from nb2svc.verified import record_verification, verification_of
+from nb2svc.runtime.verified import record_verification, verification_of
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import platformdirs
 
 from nb2svc.errors import UsageError
 from nb2svc.runtime.manifest import ManifestError, read_manifest
-from nb2svc.verified import verification_of
+from nb2svc.runtime.verified import verification_of
 
 NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -37,6 +38,7 @@ class ServedVersion:
 
     name: str
     number: int
+    directory: Path  # <registry>/<name>/<number>
     service: Service  # its headers and metrics label; the app's settings, executor and metrics
     inference: OpenInference  # the Open Inference Protocol, answering as this version
     state: dashboard.VersionState
@@ -66,7 +68,9 @@ class ServedVersion:
     def view(self) -> dict[str, Any]:
         """As the dashboard shows it (``GET /deployments``)."""
         url = f"/v1/{self.name}/{self.number}"
-        return dashboard.version_view(self.label, url, self.state, self.manifest, self.endpoint, self.reason)
+        return dashboard.version_view(
+            self.label, url, self.state, self.manifest, self.endpoint, self.reason, self.directory
+        )
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,9 @@ class Scanner:
         model_version = manifest.version if manifest is not None else ""
         headers = {"X-Deployment-Version": label} | ({"X-Model-Version": model_version} if model_version else {})
         service = Service(model_version, shared.settings, shared.executor, shared.metrics, headers, label)
-        return ServedVersion(name, number, service, OpenInference(label, name), state, endpoint, manifest, reason)
+        directory = self.registry.root / name / label
+        inference = OpenInference(label, name)
+        return ServedVersion(name, number, directory, service, inference, state, endpoint, manifest, reason)
 
     def _complain(self, problem: str) -> None:
         """Log a problem reading the registry once, not at every scan while it lasts."""

@@ -20,9 +20,9 @@ from typing import Any
 from nb2svc.errors import ServiceDidNotStart, ServiceDirInvalid, VerifyEnvironmentFailed, VerifyMismatch
 from nb2svc.runtime.compare import compare
 from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
+from nb2svc.runtime.verified import record_verification
 from nb2svc.serve import check_service_dir
 from nb2svc.server_process import free_port, running_server
-from nb2svc.verified import record_verification
 
 START_TIMEOUT = 120.0
 

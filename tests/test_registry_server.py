@@ -22,7 +22,9 @@ import nb2svc
 from nb2svc.cli import cli
 from nb2svc.registry import Registry
 from nb2svc.registry_server import create_registry_app
+from nb2svc.runtime.manifest import read_manifest
 from nb2svc.runtime.settings import Settings
+from nb2svc.runtime.verified import record_verification
 
 from helpers import FIXTURES, ServerProcess, make_service, running_server
 
@@ -267,8 +269,12 @@ def wait_until_scanned(client: TestClient) -> Any:
 def test_a_version_serves_the_endpoint_named_as_its_deployment_or_is_unready_saying_why(
     two_endpoints: Registry,
 ) -> None:
+    model = two_endpoints.root / "model" / "1"
+    record_verification(model, read_manifest(model).version, True)  # as `nb2svc verify` does
     with TestClient(create_registry_app(two_endpoints.root, Settings())) as client:
         ready = wait_until_scanned(client)
+        verified = {d["name"]: d["versions"][0]["verified"] for d in client.get("/deployments").json()["deployments"]}
+        assert verified["model"]["ok"] is True and verified["pair"] is None
         assert ready["error"]["kind"] == "manifest"
         assert ready["error"]["message"].startswith("not every deployment can answer: pair has no ready version")
         assert client.post("/v1/model/latest", json={"data": 2}).json() == {"data": 4}

@@ -5,7 +5,7 @@ One shape for a single service (each endpoint a deployment with one version) and
 
     {"deployments": [{"name", "latest", "aliases": {alias: version},
                       "versions": [{"version", "state", "reason", "url", "model_version", "built_at",
-                                    "notebook", "python", "signature", "doc", "reads", "schema", "batch",
+                                    "notebook", "python", "verified", "signature", "doc", "reads", "schema", "batch",
                                     "examples": [{"request", "response"}]}]}]}
 
 ``state`` is ``ready``, ``loading`` or ``unready`` (then ``reason`` is ``{"kind", "message"}``).
@@ -25,6 +25,7 @@ from .envelope import data_schema
 from .load import LoadedService, NotReadyReason, UnreadyService
 from .manifest import EndpointDescription, Manifest, plain
 from .openapi import reading
+from .verified import verification_of
 
 VersionState = Literal["ready", "loading", "unready"]
 _PAGE = (Path(__file__).parent / "dashboard.html").read_text(encoding="utf-8")
@@ -42,8 +43,10 @@ def version_view(
     manifest: Manifest | None = None,
     endpoint: Endpoint | None = None,
     reason: NotReadyReason | None = None,
+    service_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """One version of a deployment: where to call it, its state, and (once its manifest is read) what it takes."""
+    """One version of a deployment: where to call it, its state, and (once its manifest is read) what it takes
+    and what ``nb2svc verify`` last found of it (``verified``: ``{"ok", "at"}`` or None)."""
     view: dict[str, Any] = {
         "version": version,
         "state": state,
@@ -52,6 +55,7 @@ def version_view(
     }
     if manifest is not None:
         view |= {
+            "verified": verification_of(service_dir, manifest.version) if service_dir is not None else None,
             "model_version": manifest.version,
             "built_at": manifest.built_at,
             "notebook": manifest.notebook.file,
@@ -89,12 +93,21 @@ def services_view(services: Sequence[LoadedService | UnreadyService]) -> dict[st
             continue
         if isinstance(service, LoadedService):
             views = {
-                e.name: version_view(manifest.version, e.described.route, "ready", manifest, e)
+                e.name: version_view(
+                    manifest.version, e.described.route, "ready", manifest, e, None, service.service_dir
+                )
                 for e in service.endpoints
             }
         else:
             views = {
-                d.name: version_view(manifest.version, d.route, "unready", manifest, reason=service.reason)
+                d.name: version_view(
+                    manifest.version,
+                    d.route,
+                    "unready",
+                    manifest,
+                    reason=service.reason,
+                    service_dir=service.service_dir,
+                )
                 for d in manifest.endpoints
             }
         deployments += [deployment_view(name, [view], manifest.version, {}) for name, view in views.items()]
