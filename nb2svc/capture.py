@@ -80,6 +80,7 @@ def capture_function(function: Any, name: str, service_dir: Path, examples: list
         notebook_dir=os.getcwd(),
         extra_examples={name: examples},
         notebook_distributions={},  # no notebook run: what serving needs is observed from the function alone
+        example_source="deploy",
     )
     if "failure" in answer:
         raise _capture_failed(failures.from_json(answer["failure"]), _Deployed(), "this Python")

@@ -25,6 +25,7 @@ from typing import Any
 
 from nb2svc.capture import capture_function
 from nb2svc.errors import UsageError
+from nb2svc.execute import BUILDING
 from nb2svc.locking import LockOptions, lock_requirements
 from nb2svc.observe import observe_requirements
 from nb2svc.registry import Registry, Version, check_name
@@ -89,10 +90,12 @@ class Deployment:
 
     def _repr_html_(self) -> str:
         escape = html.escape
-        rows = [("version", str(self.version)), ("model version", self.manifest.version), ("path", str(self.path))]
+        rows = [("version", escape(str(self.version))), ("model version", escape(self.manifest.version))]
+        rows.append(("path", escape(str(self.path))))
         if self.url:
-            rows += [("latest", self.latest_url), ("this version", self.version_url), ("dashboard", f"{self.url}/")]
-        table = "".join(f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+            links = [("latest", self.latest_url), ("this version", self.version_url), ("dashboard", f"{self.url}/")]
+            rows += [(what, f"<a href='{escape(url)}' target='_blank'>{escape(url)}</a>") for what, url in links]
+        table = "".join(f"<tr><th style='text-align:left'>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
         call = (
             f"<pre>{escape(self.curl())}</pre><pre>{escape(self.requests_line())}</pre>"
             if self.url
@@ -113,8 +116,11 @@ def deploy(
     serve: bool = True,
     server: str | None = None,
     lock_options: LockOptions | None = None,
-) -> Deployment:
+) -> Deployment | None:
     """Publish ``function`` (with everything it references, as it is now) as the next version of ``name``.
+
+    In a notebook that ``nb2svc build`` is running, this publishes nothing and returns None: the build is the
+    service (``nb2svc build --deploy`` publishes it), and a build has no side effects.
 
     ``name`` defaults to the function's name; ``python_packages`` adds or overrides requirements
     (``["scikit-learn==1.5.2"]``); ``examples`` are values of ``data`` the function is called with here, recorded,
@@ -125,6 +131,9 @@ def deploy(
     """
     started = time.perf_counter()
     name = _deployment_name(function, name)
+    if os.environ.get(BUILDING):
+        print(f"nb2svc: nb2svc build is running this notebook: deploy({name}) publishes nothing (build --deploy does)")
+        return None
     _check_python_version(python_version)
     packages = _packages(python_packages)
     data = _examples(examples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -23,6 +24,7 @@ from nb2svc.kernel_side import loaded, recording
 from nb2svc.kernel_side.reply import RESULT_MIME, reply
 from nb2svc.notebook import PREDICT_TAG, Cell, NotebookSpec
 
+BUILDING = "NB2SVC_BUILDING"  # set in the environment of a build's kernel
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -182,7 +184,8 @@ def _recording(kernel: Kernel, spec: NotebookSpec, runtime_path: Path | None) ->
 
 def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: IO[str]) -> None:
     try:
-        stack.enter_context(client.setup_kernel(stderr=stderr))
+        # BUILDING tells nb2svc.deploy in the notebook that this run is a build's: it publishes nothing then
+        stack.enter_context(client.setup_kernel(stderr=stderr, env={**os.environ, BUILDING: "1"}))
     except NoSuchKernel as exc:
         raise KernelFailed(
             f"no Jupyter kernel named {name!r} is installed. Pass --kernel NAME with one from "

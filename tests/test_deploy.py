@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
 from click.testing import CliRunner
 
@@ -69,6 +70,7 @@ def test_deploy_from_a_script_publishes_numbered_versions(tmp_path: Path) -> Non
     )
     assert [e.request for e in one.endpoints[0].examples] == [{"data": [1, 2]}, {"data": {"a": 3, "b": 5}}]
     assert one.endpoints[0].examples[0].response["data"] == pytest.approx(3.0)
+    assert {e.source for e in one.endpoints[0].examples} == {"deploy"}
     assert one.version != two.version  # another model, another digest
     observed = {r.name: {reason.source for reason in r.reasons} for r in one.requirements}
     assert observed["scikit-learn"] == {"artifact_load"}  # what loading the function needs, observed
@@ -160,3 +162,23 @@ def test_build_deploy_publishes_each_endpoint_as_a_version(tmp_path: Path) -> No
     loaded = load_service(version)  # loads and replays the notebook's own calls of it
     assert isinstance(loaded, LoadedService), loaded
     assert answer(loaded.endpoints[0].invoker, 4.0)["data"] == manifest.endpoints[0].examples[-1].response["data"]
+
+
+@pytest.mark.network  # the build locks against the package index
+def test_a_notebook_that_deploys_publishes_nothing_when_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = tmp_path / "registry"
+    monkeypatch.setenv("NB2SVC_REGISTRY", str(registry))  # the kernel inherits it
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import nb2svc"),
+            nbformat.v4.new_code_cell(
+                "def double(x: float) -> float:\n    return 2 * x", metadata={"tags": ["predict"]}
+            ),
+            nbformat.v4.new_code_cell("deployed = nb2svc.deploy(double)\nassert deployed is None\ndouble(4.0)"),
+        ]
+    )
+    path = tmp_path / "deploys.ipynb"
+    nbformat.write(notebook, path)
+    result = nb2svc.build(path, tmp_path / "out")
+    assert [e.name for e in result.manifest.endpoints] == ["double"]
+    assert not registry.exists()  # the build had no side effect

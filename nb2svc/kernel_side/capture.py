@@ -44,7 +44,9 @@ def capture(
     for name, cell in endpoints.items():
         recorded = recording.take_off(namespace, name)  # the function itself is served, not its recorder
         functions[name] = (namespace.get(name), cell, recorded)
-    return capture_functions(functions, service_dir, notebook_dir, extra_examples, notebook_distributions)
+    return capture_functions(
+        functions, service_dir, notebook_dir, extra_examples, notebook_distributions, "command line"
+    )
 
 
 def capture_functions(
@@ -53,9 +55,11 @@ def capture_functions(
     notebook_dir: str,
     extra_examples: dict[str, list[Any]],
     notebook_distributions: dict[str, dict[str, Any]],
+    example_source: str,
 ) -> dict[str, Any]:
     """Serialize each ``name: (function, cell, what its recorder saw)`` into ``service_dir/artifacts``: the
-    answer of ``capture``. ``nb2svc.deploy`` calls it in the notebook's own process, on the live function."""
+    answer of ``capture``. ``nb2svc.deploy`` calls it in the notebook's own process, on the live function.
+    ``extra_examples`` are recorded with ``example_source`` ("command line", "deploy")."""
     try:
         import cloudpickle
     except ImportError:
@@ -64,7 +68,9 @@ def capture_functions(
     manifest = runtime_module("manifest", service_dir)
     try:
         described = [
-            _endpoint(cloudpickle, name, function, cell, recorded, service_dir, extra_examples.get(name, []))
+            _endpoint(
+                cloudpickle, name, function, cell, recorded, service_dir, extra_examples.get(name, []), example_source
+            )
             for name, (function, cell, recorded) in functions.items()
         ]
     except _Failed as failed:
@@ -89,6 +95,7 @@ def _endpoint(
     recorded: recording.Recording,
     service_dir: str,
     extra_examples: list[Any],
+    example_source: str,
 ) -> Any:
     """The endpoint ``name``, serialized into its artifact: its nb2svc_runtime.manifest.EndpointDescription."""
     if not callable(function):
@@ -97,7 +104,7 @@ def _endpoint(
     if problem is not None:
         raise _Failed(failures.NotBatchable(endpoint=name, problem=problem))
     examples = recorded.examples + [
-        _run_example(name, function, data, service_dir, recorded.frame) for data in extra_examples
+        _run_example(name, function, data, service_dir, recorded.frame, example_source) for data in extra_examples
     ]
     try:
         payload = cloudpickle.dumps(function)
@@ -133,7 +140,7 @@ def _write_artifact(service_dir: str, name: str, payload: bytes) -> str:
     return artifact
 
 
-def _run_example(name: str, function: Any, data: Any, service_dir: str, frame: Any) -> Any:
+def _run_example(name: str, function: Any, data: Any, service_dir: str, frame: Any, source: str) -> Any:
     """Call ``function`` as the service would for ``{"data": data}``: the example, with the answer."""
     invoke, encoding, endpoint, errors, manifest = (
         runtime_module(module, service_dir) for module in ("invoke", "encoding", "endpoint", "errors", "manifest")
@@ -145,7 +152,7 @@ def _run_example(name: str, function: Any, data: Any, service_dir: str, frame: A
         raised = exc.error if isinstance(exc, errors.CallFailed) else exc  # what the function itself raised
         exception = f"{type(raised).__name__}: {raised}"
         raise _Failed(failures.ExampleFailed(endpoint=name, data=data, exception=exception)) from None
-    return manifest.Example(request={"data": data}, response=response, source="command line")
+    return manifest.Example(request={"data": data}, response=response, source=source)
 
 
 def _pickle_local_modules_by_value(cloudpickle: Any, notebook_dir: str) -> None:

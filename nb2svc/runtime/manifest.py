@@ -35,7 +35,7 @@ class Example:
 
     request: Any  # {"data": ...}
     response: Any  # {"data": ...} (and "errors" for a batch)
-    source: str = "notebook"  # "notebook" or "command line"
+    source: str = "notebook"  # "notebook", "command line" (--example) or "deploy" (nb2svc.deploy's examples=)
 
 
 @dataclass(frozen=True)
