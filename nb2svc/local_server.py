@@ -63,12 +63,25 @@ def _registry_of(url: str) -> str | None:
     """The registry the server at ``url`` serves; None if nothing answers there."""
     try:
         found = _get(f"{url}/deployments")
-    except urllib.error.HTTPError:  # a server, but not one with a registry
-        found = None
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise UsageError(
+                f"the nb2svc server at {url} asks for an API key: set NB2SVC_API_KEY in this environment to one of "
+                "its keys (the server started by deploy takes the keys from there too)"
+            ) from None
+        if exc.code != 404:
+            raise ServiceDidNotStart(
+                f"the nb2svc server at {url} answers GET /deployments with {exc.code}: see its log "
+                f"(<registry>/.server-<port>.log if deploy started it)"
+            ) from None
+        found = None  # a server, but not a registry server
     except OSError:  # nothing listens there
         return None
     if not isinstance(found, dict) or not isinstance(found.get("registry"), str):
-        raise UsageError(f"something that is not an nb2svc registry server answers at {url}: choose another address")
+        raise UsageError(
+            f"something that is not an nb2svc registry server answers at {url} (a single service's nb2svc serve?): "
+            f"choose another address (server='127.0.0.1:PORT' or {ENVIRONMENT})"
+        )
     return str(found["registry"])
 
 
@@ -122,7 +135,10 @@ def _wait_until_served(url: str, version: Version) -> None:
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    """GET ``url``'s JSON, with the first of NB2SVC_API_KEY's keys if the environment has some."""
+    keys = [key.strip() for key in os.environ.get("NB2SVC_API_KEY", "").split(",") if key.strip()]
+    headers = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
         return json.loads(response.read())
 
 

@@ -16,10 +16,12 @@ from click.testing import CliRunner
 import nb2svc
 from nb2svc.cli import cli
 from nb2svc.errors import UsageError
-from nb2svc.registry import Registry
+from nb2svc.local_server import serving
+from nb2svc.registry import Registry, Version
 from nb2svc.runtime.invoke import answer
 from nb2svc.runtime.load import LoadedService, load_service
 from nb2svc.runtime.manifest import read_manifest
+from nb2svc.server_process import running_server
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -182,3 +184,16 @@ def test_a_notebook_that_deploys_publishes_nothing_when_built(tmp_path: Path, mo
     result = nb2svc.build(path, tmp_path / "out")
     assert [e.name for e in result.manifest.endpoints] == ["double"]
     assert not registry.exists()  # the build had no side effect
+
+
+@pytest.mark.e2e
+def test_deploy_refuses_a_server_of_another_registry_or_no_registry(tmp_path: Path, unused_tcp_port: int) -> None:
+    other = tmp_path / "other"
+    version = Version("model", 1, tmp_path / "mine" / "model" / "1")
+    address = f"127.0.0.1:{unused_tcp_port}"
+    command = [sys.executable, "-m", "nb2svc", "serve", "--registry", str(other), "--port", str(unused_tcp_port)]
+    with running_server(command, unused_tcp_port):
+        with pytest.raises(UsageError, match=f"serves the registry {other}, not {tmp_path / 'mine'}: deploy into"):
+            serving(version, address)
+    with pytest.raises(UsageError, match="is not HOST:PORT"):
+        serving(version, "nonsense")
