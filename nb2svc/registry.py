@@ -17,7 +17,6 @@ keeps it), so a URL with a number always meant one model.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -39,7 +38,7 @@ NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"
 LATEST = "latest"
 _ALIASES = "aliases.json"
-_STAGING = ".staging-"  # .staging-<pid of the publisher>-<random>: a version being written
+_STAGING = ".staging-"  # .staging-<random>: a version being written, locked (flock) by its publisher
 
 
 def default_root() -> Path:
@@ -48,8 +47,13 @@ def default_root() -> Path:
     return Path(chosen) if chosen else Path(platformdirs.user_data_dir("nb2svc")) / "registry"
 
 
+def is_number(text: str) -> bool:
+    """A version number as the registry writes it: ASCII digits, no leading zero (``²`` and ``01`` are not)."""
+    return text.isascii() and text.isdigit() and str(int(text)) == text
+
+
 def check_name(name: str, what: str = "deployment name") -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UsageError(f"{what} {name!r} must be letters, digits and underscores only (it is part of the URL)")
     return name
 
@@ -72,22 +76,18 @@ class Registry:
         version n+1 at once. If ``write`` raises, nothing is published (nor is a new deployment's folder left)."""
         folder = self.root / check_name(name)
         new = not folder.exists()
-        staging = self._staging(folder)
+        staging, held = self._staging(folder)
         published = False
         try:
             write(staging)
             staging.chmod(0o755)  # mkdtemp made it private
-            number = self._highest(name) + 1
-            while True:
-                try:
-                    staging.rename(folder / str(number))
-                    published = True
-                    return Version(name, number, folder / str(number))
-                except OSError as exc:  # another publisher took this number first
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise
-                    number += 1
+            with self._locked(name):  # the number is chosen and taken at once: never one remove() just retired
+                number = self._highest(name) + 1
+                staging.rename(folder / str(number))
+            published = True
+            return Version(name, number, folder / str(number))
         finally:
+            os.close(held)  # its lock goes with it
             if not published:
                 shutil.rmtree(staging, ignore_errors=True)
                 if new:
@@ -95,53 +95,63 @@ class Registry:
                         folder.rmdir()
 
     @staticmethod
-    def _staging(folder: Path) -> Path:
+    def _staging(folder: Path) -> tuple[Path, int]:
         """A new hidden directory in ``folder`` (made if need be, again if a failed publisher just removed it),
-        named after this process. What publishers that were killed halfway left there is removed first."""
-        for _ in range(3):
+        and a descriptor holding an exclusive lock on it while it is written: what is not locked was left by a
+        publisher that was killed, and is removed first."""
+        for attempt in range(3):
             folder.mkdir(parents=True, exist_ok=True)
             _remove_abandoned(folder)
-            with contextlib.suppress(FileNotFoundError):
-                return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
-        return Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=folder))
+            try:
+                made = Path(tempfile.mkdtemp(prefix=".new-", dir=folder))  # not swept: locked before it is named so
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            held = os.open(made, os.O_RDONLY)
+            fcntl.flock(held, fcntl.LOCK_EX)
+            staging = made.with_name(_STAGING + made.name.removeprefix(".new-"))
+            made.rename(staging)
+            return staging, held
+        raise AssertionError("unreachable")
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.fullmatch(p.name))
 
     def numbers(self, name: str) -> list[int]:
         """The versions of ``name``, oldest first."""
         folder = self.root / name
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(int(p.name) for p in folder.iterdir() if is_number(p.name) and p.is_dir())
 
     def _highest(self, name: str) -> int:
         """The highest number ever given to ``name``, removed ones included: a number is never reused."""
         folder = self.root / name
         removed = [int(p.name.removeprefix(".removed-")) for p in folder.glob(".removed-*") if p.is_file()]
+        # (a marker's name was written by remove(): always a number)
         return max([*self.numbers(name), *removed], default=0)
 
     def aliases(self, name: str) -> dict[str, int]:
+        """``{alias: version number}``; UsageError naming the file if it is not that (edited by hand?)."""
         path = self.root / name / _ALIASES
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-    def resolve(self, name: str, version: str) -> Version:
-        """The version that ``version`` names: a number, ``latest`` or an alias; UsageError if none."""
-        numbers = self.numbers(name)
-        if not numbers:
-            raise UsageError(f"there is no deployment {name!r} in {self.root}")
-        if version == LATEST:
-            number = numbers[-1]
-        elif version.isdigit() and int(version) in numbers:
-            number = int(version)
-        elif version in (aliases := self.aliases(name)):
-            number = aliases[version]
-        else:
-            known = ", ".join([LATEST, *map(str, numbers), *self.aliases(name)])
-            raise UsageError(f"{name} has no version {version!r}: it has {known}")
-        return Version(name, number, self.root / name / str(number))
+        if not path.is_file():
+            return {}
+        try:
+            aliases = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise UsageError(
+                f"{path} is not JSON ({exc}): remove it, then set the aliases again (nb2svc alias)"
+            ) from None
+        if not isinstance(aliases, dict) or not all(
+            isinstance(alias, str) and type(number) is int for alias, number in aliases.items()
+        ):
+            raise UsageError(
+                f"{path} is not {{alias: version number}}: remove it, then set the aliases again (nb2svc alias)"
+            )
+        return aliases
 
     def set_alias(self, name: str, alias: str, number: int) -> None:
         """Point ``alias`` at version ``number`` of ``name`` (moving it if it pointed elsewhere)."""
@@ -227,18 +237,18 @@ class Registry:
 
 
 def _remove_abandoned(folder: Path) -> None:
-    """Remove the staging directories of publishers that no longer run (killed halfway through a deploy)."""
+    """Remove the staging directories no publisher holds any more (one was killed halfway through a deploy).
+    A lock, not a process id: a publisher in another PID namespace (a container sharing the registry) holds its
+    own, and the kernel lets a lock go when its holder dies."""
     for staging in folder.glob(f"{_STAGING}*"):
-        pid = staging.name.removeprefix(_STAGING).partition("-")[0]
-        if pid.isdigit() and not _running(int(pid)):
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        try:
+            held = os.open(staging, os.O_RDONLY)
+        except OSError:  # gone already (published, or removed by another sweeper)
+            continue
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # being written
+            continue
+        finally:
+            os.close(held)
+        shutil.rmtree(staging, ignore_errors=True)

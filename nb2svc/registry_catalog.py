@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from nb2svc.errors import UsageError
 from nb2svc.registry import LATEST, Registry
 from nb2svc.runtime import dashboard
 from nb2svc.runtime.calls import Service
@@ -131,56 +132,90 @@ class Catalog:
         return self.deployment(name).find(asked)
 
     def with_version(self, served: ServedVersion) -> Catalog:
-        """This catalog with ``served`` in the place of the version of that number."""
-        deployment = self.deployments[served.name]
+        """This catalog with ``served`` in the place of the version of that number (if it still has it)."""
+        deployment = self.deployments.get(served.name)
+        if deployment is None:
+            return self
         versions = tuple(served if v.number == served.number else v for v in deployment.versions)
         return replace(self, deployments={**self.deployments, served.name: replace(deployment, versions=versions)})
 
 
 class Scanner:
-    """Keeps ``catalog`` in step with the registry: new versions loaded one at a time in a worker thread and
-    swapped in once loaded, removed ones dropped, aliases re-read."""
+    """Keeps ``catalog`` in step with the registry: read every ``SCAN_INTERVAL`` seconds (aliases, removals and
+    new versions seen within that time, whatever is loading), new versions loaded one at a time by a task of
+    their own, newest first, and swapped in once loaded."""
 
     def __init__(self, registry: Registry, template: Service) -> None:
         self.registry = registry
         self.template = template  # what every version's Service shares
         self.catalog = Catalog({})
-        self._complaint = ""
+        self._complaints: dict[str, str] = {}  # what is wrong with each deployment's files, said once
+        self._loader: asyncio.Task[None] | None = None
 
     async def keep_scanning(self) -> None:
-        while True:
-            try:
-                await self.scan()
-                self._complaint = ""
-            except Exception as exc:  # the catalog stays as it was, the server serves it, and the next scan retries
-                self._complain(f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(SCAN_INTERVAL)
+        try:
+            while True:
+                try:
+                    await self.scan()
+                    self._complaints.pop("", None)
+                except Exception as exc:  # the catalog stays as it was, the server serves it; the next scan retries
+                    self._complain("", f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(SCAN_INTERVAL)
+        finally:
+            if self._loader is not None:
+                self._loader.cancel()
 
     async def scan(self) -> None:
-        """Read the registry (in a worker thread: the event loop keeps answering), then load each new version."""
+        """Read the registry (in a worker thread: the event loop keeps answering) and arrange the catalog as it
+        now is; start loading what is new."""
         layout = await anyio.to_thread.run_sync(self._read)
         self.catalog = self._arranged(layout)
-        for deployment in list(self.catalog.deployments.values()):
-            for version in deployment.versions:
-                if version.state == "loading":
-                    loaded = await anyio.to_thread.run_sync(self._load, version.name, version.number)
-                    self.catalog = self.catalog.with_version(loaded)
+        if self._loader is None or self._loader.done():
+            if self._next_to_load() is not None:
+                self._loader = asyncio.create_task(self._load_all())
+            elif not self.catalog.scanned:
+                self.catalog = replace(self.catalog, scanned=True)
+
+    async def _load_all(self) -> None:
+        """Load the versions waiting, newest first (after a restart ``latest`` is the newest at once, never an
+        older one for a while), each swapped in only if the registry still has it."""
+        while (waiting := self._next_to_load()) is not None:
+            loaded = await anyio.to_thread.run_sync(self._load, waiting.name, waiting.number)
+            self.catalog = self.catalog.with_version(loaded)
         if not self.catalog.scanned:
             self.catalog = replace(self.catalog, scanned=True)
 
-    def _read(self) -> dict[str, tuple[list[int], dict[str, int]]]:
-        """Each deployment's version numbers and aliases; a name with no version published yet is none."""
-        registry = self.registry
-        return {
-            name: (numbers, registry.aliases(name)) for name in registry.names() if (numbers := registry.numbers(name))
-        }
+    def _next_to_load(self) -> ServedVersion | None:
+        waiting = [v for d in self.catalog.deployments.values() for v in d.versions if v.state == "loading"]
+        return max(waiting, key=lambda v: v.number, default=None)
 
-    def _arranged(self, layout: dict[str, tuple[list[int], dict[str, int]]]) -> Catalog:
+    def _read(self) -> dict[str, tuple[list[int], dict[str, int]] | None]:
+        """Each deployment's version numbers and aliases (a name with no version published yet is none); None
+        for one whose files cannot be read, which keeps what was read of it before, the others going on."""
+        layout: dict[str, tuple[list[int], dict[str, int]] | None] = {}
+        for name in self.registry.names():
+            try:
+                numbers, aliases = self.registry.numbers(name), self.registry.aliases(name)
+            except (OSError, ValueError, UsageError) as exc:
+                self._complain(name, f"{type(exc).__name__}: {exc}")
+                layout[name] = None
+                continue
+            self._complaints.pop(name, None)
+            if numbers:
+                layout[name] = (numbers, aliases)
+        return layout
+
+    def _arranged(self, layout: dict[str, tuple[list[int], dict[str, int]] | None]) -> Catalog:
         """The catalog as the registry now is: versions already held kept, new ones loading, removed ones gone
         (and forgotten by the executor, which would otherwise keep their models)."""
         deployments = {}
-        for name, (numbers, aliases) in sorted(layout.items()):
+        for name, found in sorted(layout.items()):
             held = self.catalog.deployments.get(name)
+            if found is None:  # unreadable now: as it was
+                if held is not None:
+                    deployments[name] = held
+                continue
+            numbers, aliases = found
             known = {v.number: v for v in held.versions} if held else {}
             versions = tuple(known.get(n) or self._served(name, n, "loading") for n in numbers)
             deployments[name] = Deployment(name, versions, aliases)
@@ -220,13 +255,15 @@ class Scanner:
         inference = OpenInference(label, name)
         return ServedVersion(name, number, directory, service, inference, state, endpoint, manifest, reason)
 
-    def _complain(self, problem: str) -> None:
-        """Log a problem reading the registry once, not at every scan while it lasts."""
-        if problem != self._complaint:
-            self._complaint = problem
+    def _complain(self, name: str, problem: str) -> None:
+        """Log what is wrong with a deployment's files (``name``; "" for the registry's own) once, not at every
+        scan while it lasts."""
+        if self._complaints.get(name) != problem:
+            self._complaints[name] = problem
             logger.error(
-                "cannot read the registry %s: %s. The server keeps serving what it read before and reads it "
+                "cannot read %s of the registry %s: %s. The server keeps serving what it read before and reads it "
                 "again every %ss: fix the file named, or remove it.",
+                f"deployment {name}" if name else "the list of deployments",
                 self.registry.root,
                 problem,
                 SCAN_INTERVAL,

@@ -20,8 +20,11 @@ from starlette.testclient import TestClient
 
 import nb2svc
 from nb2svc.cli import cli
+from nb2svc.errors import UsageError
 from nb2svc.registry import Registry
+from nb2svc.registry_catalog import Scanner
 from nb2svc.registry_server import create_registry_app
+from nb2svc.runtime.calls import Service
 from nb2svc.runtime.manifest import read_manifest
 from nb2svc.runtime.settings import Settings
 from nb2svc.runtime.verified import record_verification
@@ -302,3 +305,33 @@ def test_serve_takes_a_registry_or_a_service_dir_not_both_and_one_worker(tmp_pat
     assert both.exit_code == 2 and "serve either SERVICE_DIR" in both.output
     workers = runner.invoke(cli, ["serve", "--registry", str(tmp_path), "--workers", "2"])
     assert workers.exit_code == 2 and "a registry is served by one process" in workers.output
+
+
+def test_a_deployment_whose_files_cannot_be_read_does_not_hold_up_the_others(registry: Registry) -> None:
+    def doubling(directory: Path) -> None:
+        directory.rmdir()
+        make_service(directory, model=double)
+
+    registry.publish("model", doubling)
+    registry.publish("broken", doubling)
+    (registry.root / "broken" / "aliases.json").write_text("{not json")
+    with TestClient(create_registry_app(registry.root, Settings())) as client:
+        wait_until_scanned(client)
+        assert [d["name"] for d in client.get("/deployments").json()["deployments"]] == ["model"]
+        registry.publish("model", doubling)  # a new version of the other deployment is still seen
+        wait_for(lambda: client.post("/v1/model/2", json={"data": 2}).status_code == 200, "version 2")
+        (registry.root / "broken" / "aliases.json").unlink()  # fixed: served from the next read on
+        wait_for(lambda: client.post("/v1/broken/latest", json={"data": 2}).status_code == 200, "broken, fixed")
+    (registry.root / "model" / "aliases.json").write_text("[]")
+    with pytest.raises(UsageError, match=r"is not \{alias: version number\}: remove it, then set the aliases again"):
+        registry.aliases("model")
+
+
+def test_after_a_restart_the_newest_version_loads_first(registry: Registry) -> None:
+    for _ in range(3):
+        registry.publish("model", lambda directory: None)
+    scanner = Scanner(registry, Service("", Settings(), None, None))  # type: ignore[arg-type]
+    scanner.catalog = scanner._arranged(scanner._read())
+    assert [v.state for v in scanner.catalog.deployment("model").versions] == ["loading"] * 3
+    waiting = scanner._next_to_load()
+    assert waiting is not None and waiting.number == 3
