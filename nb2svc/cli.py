@@ -15,6 +15,7 @@ import click
 from nb2svc import __version__
 from nb2svc.errors import Nb2svcError
 from nb2svc.locking import DEFAULT_RESOLVER, RESOLVER_NAMES, LockOptions, ResolverName
+from nb2svc.registry import REGISTRY_PORT
 from nb2svc.runtime.settings import SETTINGS, Setting, Settings
 
 if TYPE_CHECKING:  # the builder (nbclient, nbformat...) is imported by the commands that use it: not by serve
@@ -363,7 +364,11 @@ def remove_command(name: str, version: int, registry: Path | None) -> None:
     "meanwhile are added without a restart.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    help=f"Port to bind.  [default: 8000; {REGISTRY_PORT} with --registry, where nb2svc.deploy looks]",
+)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
 @click.option(
     "--graceful-timeout",
@@ -377,7 +382,7 @@ def serve_command(
     service_dir: Path | None,
     registry: Path | None,
     host: str,
-    port: int,
+    port: int | None,
     workers: int,
     graceful_timeout: int,
     **given: Any,
@@ -403,14 +408,12 @@ def serve_command(
             variables[setting.variable] = value
     from nb2svc.serve import serve, serve_registry
 
-    options: dict[str, Any] = dict(
-        host=host, port=port, workers=workers, graceful_timeout=graceful_timeout, settings=variables
-    )
+    options: dict[str, Any] = dict(host=host, workers=workers, graceful_timeout=graceful_timeout, settings=variables)
     with _reporting_errors(False, None):
         if registry is not None:
-            serve_registry(registry, **options)
+            serve_registry(registry, port=REGISTRY_PORT if port is None else port, **options)
         else:
-            serve(service_dir or Path("."), **options)
+            serve(service_dir or Path("."), port=8000 if port is None else port, **options)
 
 
 class _Progress:

@@ -28,14 +28,14 @@ from nb2svc.errors import UsageError
 from nb2svc.execute import BUILDING
 from nb2svc.locking import LockOptions, lock_requirements
 from nb2svc.observe import observe_requirements
-from nb2svc.registry import Registry, Version, check_name
+from nb2svc.registry import REGISTRY_PORT, Registry, Version, check_name
 from nb2svc.render import Origin, copy_runtime, model_version, render_service, write_description
 from nb2svc.requirements import gather_requirements
 from nb2svc.runtime.manifest import Manifest, NotebookDescription, read_manifest
 from nb2svc.runtime.verified import record_verification, verification_of
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Deployment:
     """A published version: its name and number, its directory, and where it is served (``url``, if it is)."""
 
@@ -45,14 +45,15 @@ class Deployment:
     manifest: Manifest
     seconds: float
     url: str | None = None  # the registry server's base URL, http://127.0.0.1:PORT
+    server_started: int | None = None  # the pid of the registry server this deploy started, if it did
 
     @property
     def latest_url(self) -> str:
-        return f"{self.url or 'http://127.0.0.1:8000'}/v1/{self.name}/latest"
+        return f"{self.url or f'http://127.0.0.1:{REGISTRY_PORT}'}/v1/{self.name}/latest"
 
     @property
     def version_url(self) -> str:
-        return f"{self.url or 'http://127.0.0.1:8000'}/v1/{self.name}/{self.version}"
+        return f"{self.url or f'http://127.0.0.1:{REGISTRY_PORT}'}/v1/{self.name}/{self.version}"
 
     def curl(self) -> str:
         """The command that calls ``latest`` with the first recorded example (or a placeholder)."""
@@ -64,6 +65,12 @@ class Deployment:
     def _example(self) -> Any:
         examples = self.manifest.endpoints[0].examples
         return examples[0].request if examples else {"data": "..."}
+
+    def _started(self) -> str:
+        return (
+            f"Started a registry server at {self.url}/ (pid {self.server_started}; it stops when this kernel or "
+            f"script does; its log: {self.path.parent.parent}/.server-{(self.url or '').rpartition(':')[2]}.log)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +85,8 @@ class Deployment:
 
     def __str__(self) -> str:
         lines = [f"Deployed {self.name} version {self.version} ({self.path}) in {self.seconds:.1f} s."]
+        if self.server_started:
+            lines.append(f"  {self._started()}")
         if self.url:
             lines += [
                 f"  POST {self.latest_url}  (this version: {self.version_url})",
@@ -87,6 +96,8 @@ class Deployment:
         else:
             lines.append(f"  serve it: nb2svc serve --registry {shlex.quote(str(self.path.parent.parent))}")
         return "\n".join(lines)
+
+    __repr__ = __str__  # what Jupyter shows as text, and the REPL
 
     def _repr_html_(self) -> str:
         escape = html.escape
@@ -102,6 +113,8 @@ class Deployment:
             else f"<p>Not served: <code>nb2svc serve --registry {escape(str(self.path.parent.parent))}</code></p>"
         )
         title = f"<strong>Deployed {escape(self.name)}</strong> in {self.seconds:.1f} s"
+        if self.server_started:
+            title += f"<br>{escape(self._started())}"
         return f"<div>{title}<table>{table}</table>{call}</div>"
 
 
@@ -122,23 +135,31 @@ def deploy(
     In a notebook that ``nb2svc build`` is running, this publishes nothing and returns None: the build is the
     service (``nb2svc build --deploy`` publishes it), and a build has no side effects.
 
+    Raises an ``Nb2svcError`` subclass on failure: nothing is published when capture, observation or the lock
+    fail; if the server then refuses the published version (or stops), ``ServiceDidNotStart`` says so.
+
     ``name`` defaults to the function's name; ``python_packages`` adds or overrides requirements
     (``["scikit-learn==1.5.2"]``); ``examples`` are values of ``data`` the function is called with here, recorded,
     and replayed when the version loads. ``registry`` (default ``NB2SVC_REGISTRY`` or the user's data directory)
     holds the versions. With ``serve`` (the default) a registry server answers at ``server`` (``NB2SVC_SERVER``,
     default 127.0.0.1:8765), started in the background if none does, and this returns once it serves the new
-    version at ``/v1/<name>/latest``. Raises an ``Nb2svcError`` subclass on failure; nothing is published then.
+    version at ``/v1/<name>/latest``.
     """
     started = time.perf_counter()
     name = _deployment_name(function, name)
     if os.environ.get(BUILDING):
-        print(f"nb2svc: nb2svc build is running this notebook: deploy({name}) publishes nothing (build --deploy does)")
         return None
     _check_python_version(python_version)
     packages = _packages(python_packages)
     data = _examples(examples)
     lock_options = lock_options or LockOptions()
+    target = Registry(registry)
     written: list[Manifest] = []
+    serving = None
+    if serve:  # found (or started) first: a wrong address costs no deploy
+        from nb2svc.local_server import registry_server  # only when serving: the HTTP client side
+
+        serving = registry_server(target.root, server)
 
     def write(staging: Path) -> None:
         copy_runtime(staging)
@@ -151,13 +172,15 @@ def deploy(
             render_service(staging, name, Origin(_calling_notebook(), "deploy"), capture, requirements, lock)
         )
 
-    version = Registry(registry).publish(name, write)
-    url = None
-    if serve:
-        from nb2svc.local_server import serving  # only when serving: it imports the HTTP client side
+    version = target.publish(name, write)
+    if serving is not None:
+        from nb2svc.local_server import wait_until_served
 
-        url = serving(version, server)
-    return Deployment(name, version.number, version.path, written[0], time.perf_counter() - started, url)
+        wait_until_served(serving, version)
+    seconds = time.perf_counter() - started
+    if serving is None:
+        return Deployment(name, version.number, version.path, written[0], seconds)
+    return Deployment(name, version.number, version.path, written[0], seconds, serving.url, serving.started_pid)
 
 
 def publish_build(service_dir: Path, registry: str | Path | None = None) -> list[Version]:

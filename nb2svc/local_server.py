@@ -1,9 +1,9 @@
 """The registry server ``nb2svc.deploy`` answers from: the one at the configured address, or one started there.
 
-The address is ``server=``, else ``NB2SVC_SERVER``, else 127.0.0.1:8765. A server that answers there must serve
-the same registry; if none answers, one is started on 127.0.0.1 in the background (``nb2svc serve --registry``,
-its output in ``<registry>/.server-<port>.log``). It lives as long as the process that started it (the
-notebook's kernel, or the script): when that process ends, the server stops too.
+The address is ``server=``, else ``NB2SVC_SERVER``, else 127.0.0.1:8765 (``registry.REGISTRY_PORT``). A server
+that answers there must serve the same registry; if none answers, one is started on 127.0.0.1 in the background
+(``nb2svc serve --registry``, its output in ``<registry>/.server-<port>.log``). It lives as long as the process
+that started it (the notebook's kernel, or the script): when that process ends, the server stops too.
 
 ``deploy`` then waits until the server has loaded the new version and replayed its examples, so that the
 ``curl`` it prints answers with it.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,47 +21,86 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nb2svc.errors import ServiceDidNotStart, UsageError
-from nb2svc.registry import Version
+from nb2svc.registry import REGISTRY_PORT, Version
 
 ENVIRONMENT = "NB2SVC_SERVER"
-DEFAULT_ADDRESS = "127.0.0.1:8765"
 START_TIMEOUT = 60.0  # seconds for a started server to answer
 LOAD_TIMEOUT = 600.0  # seconds for the server to load a new version and replay its examples
 _LOOPBACK = ("127.0.0.1", "localhost")
 
 
-def serving(version: Version, server: str | None = None) -> str:
-    """The base URL of a registry server that serves ``version`` (``http://127.0.0.1:8765``), once it does."""
-    root = str(version.path.parent.parent.resolve())
-    host, port = _address(server or os.environ.get(ENVIRONMENT) or DEFAULT_ADDRESS)
+@dataclass(frozen=True)
+class RegistryServer:
+    """A registry server that answers: its base URL, and its process id if this process started it."""
+
+    url: str  # http://127.0.0.1:8765
+    started_pid: int | None = None
+
+
+def registry_server(root: Path, server: str | None = None) -> RegistryServer:
+    """The registry server for ``root`` at ``server`` (else NB2SVC_SERVER, else 127.0.0.1:8765), started there if
+    nothing answers. Checked before anything is published: a wrong address costs no deploy."""
+    registry = str(root.resolve())
+    host, port = _address(server or os.environ.get(ENVIRONMENT) or f"127.0.0.1:{REGISTRY_PORT}")
     url = f"http://{host}:{port}"
-    served = _registry_of(url)
-    if served is None:
+    found = _answering(url)
+    started = None
+    if found is None:
         if host not in _LOOPBACK:
             raise UsageError(f"no nb2svc server answers at {url}, and nb2svc.deploy starts one only on 127.0.0.1")
-        served = _start(root, host, port)
-    if served != root:
+        found, started = _start(registry, host, port)
+    if found["registry"] != registry:
         raise UsageError(
-            f"the nb2svc server at {url} serves the registry {served}, not {root}: deploy into that registry "
-            f"(registry={served!r}), or choose another address (server='127.0.0.1:PORT' or {ENVIRONMENT})"
+            f"the nb2svc server at {url} serves the registry {found['registry']}, not {registry}: deploy into that "
+            f"registry (registry={found['registry']!r}), or choose another address (server='127.0.0.1:PORT' or "
+            f"{ENVIRONMENT})"
         )
-    _wait_until_served(url, version)
-    return url
+    return RegistryServer(url, started)
+
+
+def wait_until_served(server: RegistryServer, version: Version) -> None:
+    """Return once ``server`` serves ``version`` (loaded, examples replayed); ServiceDidNotStart saying what
+    happened (the version is published all the same) if it refuses it, stops, or takes too long."""
+    published = f"version {version.number} of {version.name} was published ({version.path}), but"
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    label = str(version.number)
+    while time.monotonic() < deadline:
+        try:
+            deployments = _get(f"{server.url}/deployments")["deployments"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ServiceDidNotStart(
+                f"{published} the server at {server.url} stopped answering ({exc}): serve the registry with "
+                f"nb2svc serve --registry {shlex.quote(str(version.path.parent.parent))}"
+            ) from None
+        found = [v for d in deployments if d["name"] == version.name for v in d["versions"] if v["version"] == label]
+        if found and found[0]["state"] == "ready":
+            return
+        if found and found[0]["state"] == "unready":
+            reason = found[0]["reason"]
+            raise ServiceDidNotStart(
+                f"{published} the server at {server.url} does not serve it ({reason['kind']}): {reason['message']}. "
+                f"/v1/{version.name}/latest still answers with the version before it."
+            )
+        time.sleep(0.1)
+    raise ServiceDidNotStart(
+        f"{published} the server at {server.url} did not load it in {LOAD_TIMEOUT:g} s: see the server's log"
+    )
 
 
 def _address(address: str) -> tuple[str, int]:
     host, _, port = address.removeprefix("http://").rstrip("/").rpartition(":")
     if not host or not port.isdigit():
-        raise UsageError(f"the server address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8765)")
+        raise UsageError(f"the server address {address!r} is not HOST:PORT (e.g. 127.0.0.1:{REGISTRY_PORT})")
     return host, int(port)
 
 
-def _registry_of(url: str) -> str | None:
-    """The registry the server at ``url`` serves; None if nothing answers there."""
+def _answering(url: str) -> dict[str, Any] | None:
+    """What the registry server at ``url`` says of itself (``registry``, ``pid``); None if nothing answers."""
     try:
         found = _get(f"{url}/deployments")
     except urllib.error.HTTPError as exc:
@@ -75,6 +115,8 @@ def _registry_of(url: str) -> str | None:
                 f"(<registry>/.server-<port>.log if deploy started it)"
             ) from None
         found = None  # a server, but not a registry server
+    except ValueError:  # something that does not answer JSON
+        found = None
     except OSError:  # nothing listens there
         return None
     if not isinstance(found, dict) or not isinstance(found.get("registry"), str):
@@ -82,15 +124,17 @@ def _registry_of(url: str) -> str | None:
             f"something that is not an nb2svc registry server answers at {url} (a single service's nb2svc serve?): "
             f"choose another address (server='127.0.0.1:PORT' or {ENVIRONMENT})"
         )
-    return str(found["registry"])
+    return found
 
 
-def _start(root: str, host: str, port: int) -> str:
-    log_path = Path(root) / f".server-{port}.log"
-    Path(root).mkdir(parents=True, exist_ok=True)
+def _start(registry: str, host: str, port: int) -> tuple[dict[str, Any], int | None]:
+    """Start a registry server at ``host:port``; what it says of itself, and its pid. If another deploy started
+    one there at the same moment, that one answers (and its pid is not ours: None)."""
+    log_path = Path(registry) / f".server-{port}.log"
+    Path(registry).mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "nb2svc.local_server", str(os.getpid()), root, host, str(port)],
+            [sys.executable, "-m", "nb2svc.local_server", str(os.getpid()), registry, host, str(port)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -98,40 +142,20 @@ def _start(root: str, host: str, port: int) -> str:
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        served = _registry_of(f"http://{host}:{port}")
-        if served is not None:
-            if process.poll() is None:
-                print(f"nb2svc: started a registry server at http://{host}:{port}/ (pid {process.pid}, log {log_path})")
-            return served  # ours, or one another deploy started at the same moment
+        found = _answering(f"http://{host}:{port}")
+        if found is not None:
+            ours = found.get("pid") == process.pid
+            if not ours:
+                process.wait()  # it could not bind the port the other one holds: reaped
+            return found, process.pid if ours else None
         if process.poll() is not None:
             break
         time.sleep(0.1)
     else:
         process.terminate()
+        process.wait()
     tail = "\n  ".join(log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-10:])
     raise ServiceDidNotStart(f"the registry server on {host}:{port} did not start (log {log_path}):\n  {tail}")
-
-
-def _wait_until_served(url: str, version: Version) -> None:
-    deadline = time.monotonic() + LOAD_TIMEOUT
-    label = str(version.number)
-    while time.monotonic() < deadline:
-        deployments = _get(f"{url}/deployments")["deployments"]
-        for deployment in deployments:
-            for found in deployment["versions"] if deployment["name"] == version.name else ():
-                if found["version"] == label and found["state"] == "ready":
-                    return
-                if found["version"] == label and found["state"] == "unready":
-                    reason = found["reason"]
-                    raise ServiceDidNotStart(
-                        f"version {label} of {version.name} was published ({version.path}), but the server at {url} "
-                        f"does not serve it ({reason['kind']}): {reason['message']}. "
-                        f"/v1/{version.name}/latest still answers with the version before it."
-                    )
-        time.sleep(0.1)
-    raise ServiceDidNotStart(
-        f"the server at {url} did not load version {label} of {version.name} in {LOAD_TIMEOUT:g} s"
-    )
 
 
 def _get(url: str) -> Any:

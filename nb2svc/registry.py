@@ -37,6 +37,7 @@ from nb2svc.runtime.verified import verification_of
 NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 ENVIRONMENT = "NB2SVC_REGISTRY"
 LATEST = "latest"
+REGISTRY_PORT = 8765  # where a registry server listens unless told otherwise, and where nb2svc.deploy looks
 _ALIASES = "aliases.json"
 _STAGING = ".staging-"  # .staging-<random>: a version being written, locked (flock) by its publisher
 

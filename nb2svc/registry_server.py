@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ class _Routes:
 
     async def deployments(self, request: Request) -> Response:
         catalog, root = self.scanner.catalog, str(self.scanner.registry.root)
-        return self.template.json({"registry": root, "deployments": [d.view() for d in catalog.deployments.values()]})
+        views = [d.view() for d in catalog.deployments.values()]
+        return self.template.json({"registry": root, "pid": os.getpid(), "deployments": views})
 
     def readiness(self, payload: dict[str, Any]) -> Any:
         """200 once the registry was read and every deployment has a ready version; else 503 saying which not."""

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 import nb2svc
 from nb2svc.cli import cli
 from nb2svc.errors import UsageError
-from nb2svc.local_server import serving
-from nb2svc.registry import Registry, Version
+from nb2svc.local_server import registry_server
+from nb2svc.registry import Registry
 from nb2svc.runtime.invoke import answer
 from nb2svc.runtime.load import LoadedService, load_service
 from nb2svc.runtime.manifest import read_manifest
@@ -189,11 +189,10 @@ def test_a_notebook_that_deploys_publishes_nothing_when_built(tmp_path: Path, mo
 @pytest.mark.e2e
 def test_deploy_refuses_a_server_of_another_registry_or_no_registry(tmp_path: Path, unused_tcp_port: int) -> None:
     other = tmp_path / "other"
-    version = Version("model", 1, tmp_path / "mine" / "model" / "1")
     address = f"127.0.0.1:{unused_tcp_port}"
     command = [sys.executable, "-m", "nb2svc", "serve", "--registry", str(other), "--port", str(unused_tcp_port)]
     with running_server(command, unused_tcp_port):
         with pytest.raises(UsageError, match=f"serves the registry {other}, not {tmp_path / 'mine'}: deploy into"):
-            serving(version, address)
+            registry_server(tmp_path / "mine", address)
     with pytest.raises(UsageError, match="is not HOST:PORT"):
-        serving(version, "nonsense")
+        registry_server(tmp_path / "mine", "nonsense")

@@ -119,7 +119,7 @@ def test_deploy_twice_from_a_notebook_while_serving(tmp_path: Path, monkeypatch:
             for index in range(2):
                 run_cell(client, index)
             shown = run_cell(client, 2)
-            started = re.search(r"started a registry server at \S+ \(pid (\d+)", shown)
+            started = re.search(r"Started a registry server at \S+ \(pid (\d+);", shown)
             assert started, shown
             server_pid = int(started.group(1))
             assert f"{base}/v1/predict/latest" in shown and "curl -s -XPOST" in shown  # the deployment says how

@@ -4,6 +4,7 @@ re-aliased while it runs; a version that fails to load never takes traffic."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import threading
@@ -294,7 +295,8 @@ def test_an_empty_or_missing_registry_is_ready_with_no_deployments(tmp_path: Pat
     with TestClient(create_registry_app(tmp_path / "not yet", Settings())) as client:
         wait_until_scanned(client)
         assert client.get("/ready").json() == {"status": "ready"}
-        assert client.get("/deployments").json() == {"registry": str(tmp_path / "not yet"), "deployments": []}
+        listed = client.get("/deployments").json()
+        assert listed == {"registry": str(tmp_path / "not yet"), "pid": os.getpid(), "deployments": []}
         missing = client.post("/v1/model/latest", json={"data": 1})
         assert missing.status_code == 404 and "there is no deployment 'model': this server has none yet" in missing.text
 
