@@ -188,9 +188,10 @@ def publish_build(service_dir: Path, registry: str | Path | None = None) -> list
     of its name, a service directory of its own (the build's lock, its one artifact)."""
     manifest = read_manifest(service_dir)
     target = Registry(registry)
+    for endpoint in manifest.endpoints:  # all of them, before one is published
+        check_name(endpoint.name, "endpoint name")
     published = []
     for endpoint in manifest.endpoints:
-        check_name(endpoint.name, "endpoint name")
         one = dataclasses.replace(
             manifest, name=endpoint.name, endpoints=(endpoint,), version=model_version((endpoint,))
         )
@@ -230,8 +231,13 @@ def _deployment_name(function: Any, name: str | None) -> str:
 
 
 def _check_python_version(requested: str | None) -> None:
+    """``"3.11"`` (or ``"3.11.7"``: the minor is what counts) must be this Python's minor."""
+    if requested is None:
+        return
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if requested is not None and requested != here:
+    if not isinstance(requested, str):
+        raise UsageError(f"python_version is a string such as {here!r}, not a {type(requested).__name__}")
+    if ".".join(requested.split(".")[:2]) != here:
         raise UsageError(
             f"python_version={requested!r} differs from this Python ({here}): a function serialized by value "
             f"loads only on the Python minor that serialized it, and serving on another one is not built yet. "

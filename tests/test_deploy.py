@@ -27,18 +27,21 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 TRAIN = """
 import json, sys
+import cloudpickle
 import nb2svc
 from sklearn.linear_model import LinearRegression
+from features import row  # a module of the user's, beside the script
 
 model = LinearRegression().fit([[1, 2], [2, 3], [3, 5]], [3, 5, 8])
 
 def predict(a: float, b: float) -> float:
-    return float(model.predict([[a, b]])[0])
+    return float(model.predict(row(a, b))[0])
 """
 
 
 def run_script(tmp_path: Path, body: str) -> Any:
     """Run ``TRAIN`` then ``body`` as a script in ``tmp_path``; what it printed last, as JSON."""
+    (tmp_path / "features.py").write_text("def row(a, b):\n    return [[a, b]]\n")
     script = tmp_path / "train.py"
     script.write_text(TRAIN + textwrap.dedent(body))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -57,10 +60,12 @@ def test_deploy_from_a_script_publishes_numbered_versions(tmp_path: Path) -> Non
         second = nb2svc.deploy(
             predict, registry={str(registry)!r}, serve=False, python_packages=["scikit-learn>=1.0", "attrs"]
         )
-        print(json.dumps([first.to_dict(), second.to_dict(), str(second)]))
+        by_value = sorted(cloudpickle.list_registry_pickle_by_value())
+        print(json.dumps([first.to_dict(), second.to_dict(), str(second), by_value]))
         """,
     )
-    first, second, said = printed
+    first, second, said, by_value = printed
+    assert by_value == []  # the session pickles as before: features was by value only while deploy ran
     assert (first["name"], first["version"], second["version"]) == ("predict", 1, 2)
     assert "Deployed predict version 2" in said and "nb2svc serve --registry" in said  # not served: says how
     one, two = (read_manifest(registry / "predict" / n) for n in ("1", "2"))
@@ -82,7 +87,8 @@ def test_deploy_from_a_script_publishes_numbered_versions(tmp_path: Path) -> Non
         ("user", "python_packages")
     ]
     assert "attrs" in two.lock.pins
-    # each version is an ordinary service directory: it loads, replays its examples and answers as trained
+    # each version is an ordinary service directory: it loads (features travelled inside it), replays its examples
+    # and answers as trained
     loaded = [load_service(registry / "predict" / n) for n in ("1", "2")]
     assert all(isinstance(service, LoadedService) for service in loaded)
     answers = [answer(s.endpoints[0].invoker, [1, 2])["data"] for s in loaded if isinstance(s, LoadedService)]
@@ -125,6 +131,7 @@ def test_an_unpicklable_reference_is_named_and_nothing_is_published(tmp_path: Pa
     [
         ({"name": "my-model"}, "must be letters, digits and underscores only"),
         ({"python_version": "3.5"}, "python_version='3.5' differs from this Python"),
+        ({"python_version": 3.10}, "python_version is a string such as"),
         ({"examples": {"data": [1, 2]}}, "examples is a list of values of data"),
         ({"python_packages": "scikit-learn"}, "python_packages is a list of requirements"),
     ],
@@ -133,6 +140,12 @@ def test_deploy_refuses_bad_arguments_before_any_work(tmp_path: Path, arguments:
     with pytest.raises(UsageError, match=message):
         nb2svc.deploy(len, registry=tmp_path, serve=False, **arguments)
     assert not any(tmp_path.iterdir())
+
+
+def test_python_version_names_this_minor_with_or_without_a_patch_level(tmp_path: Path) -> None:
+    for here in (f"{sys.version_info.major}.{sys.version_info.minor}", ".".join(map(str, sys.version_info[:3]))):
+        with pytest.raises(UsageError, match="examples is a list"):  # checked after the version, which passed
+            nb2svc.deploy(len, python_version=here, registry=tmp_path, serve=False, examples={"data": 1})  # type: ignore[arg-type]
 
 
 def test_deploy_needs_a_function_with_a_name(tmp_path: Path) -> None:

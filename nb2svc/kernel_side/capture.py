@@ -64,7 +64,7 @@ def capture_functions(
         import cloudpickle
     except ImportError:
         return {"failure": failures.to_json(failures.NoCloudpickle(python=sys.executable))}
-    _pickle_local_modules_by_value(cloudpickle, notebook_dir)
+    registered = _pickle_local_modules_by_value(cloudpickle, notebook_dir)
     manifest = runtime_module("manifest", service_dir)
     try:
         described = [
@@ -75,6 +75,9 @@ def capture_functions(
         ]
     except _Failed as failed:
         return {"failure": failures.to_json(failed.args[0])}
+    finally:  # the session pickles as it did before (nb2svc.deploy runs in the user's own)
+        for module in registered:
+            cloudpickle.unregister_pickle_by_value(module)
     return {
         "capture": {
             "endpoints": [manifest.plain(description) for description in described],
@@ -155,12 +158,19 @@ def _run_example(name: str, function: Any, data: Any, service_dir: str, frame: A
     return manifest.Example(request={"data": data}, response=response, source=source)
 
 
-def _pickle_local_modules_by_value(cloudpickle: Any, notebook_dir: str) -> None:
-    """Modules the user keeps beside the notebook travel inside the artifact, like the notebook's own code."""
+def _pickle_local_modules_by_value(cloudpickle: Any, notebook_dir: str) -> list[Any]:
+    """Modules the user keeps beside the notebook travel inside the artifact, like the notebook's own code.
+    The ones this registers (those not registered already), for the caller to unregister when done."""
+    already = set(cloudpickle.list_registry_pickle_by_value())
+    registered = []
     root = os.path.realpath(notebook_dir) + os.sep
     installed = {os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     for name, module in list(sys.modules.items()):
         path = os.path.realpath(getattr(module, "__file__", None) or "")
         local = path.startswith(root) and not any(path.startswith(prefix) for prefix in installed)
-        if local and "site-packages" not in path and "." not in name and name != _NB2SVC:
+        own = module.__name__  # __main__ is in sys.modules twice under joblib (__mp_main__): registered once
+        if local and "site-packages" not in path and "." not in name and name != _NB2SVC and own not in already:
             cloudpickle.register_pickle_by_value(module)
+            registered.append(module)
+            already.add(own)
+    return registered
