@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -97,3 +98,25 @@ def test_the_dashboard_shows_the_endpoint_and_its_form_answers_the_example(tmp_p
         status, answer, headers = try_it(driver, version)
         assert (status, answer) == ("HTTP 200", post_json(url, {"data": 3}))
         assert headers == f"X-Model-Version: {model_version}"
+
+
+def echo(text: str) -> str:
+    return text
+
+
+@pytest.mark.e2e
+def test_the_copied_curl_line_runs_in_a_shell_whatever_the_example_holds(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    service = make_service(tmp_path / "echo", runnable=True, echo=echo)
+    manifest = json.loads((service / "manifest.json").read_text())
+    tricky = 'it\'s $HOME `date` "quoted"'
+    manifest["endpoints"][0]["examples"] = [{"request": {"data": tricky}, "response": {"data": tricky}}]
+    (service / "manifest.json").write_text(json.dumps(manifest))
+    port = free_port()
+    command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(port)]
+    with running_server(command, port, ready_path="/ready") as server, browser() as driver:
+        open_dashboard(driver, server.url)
+        line = driver.find_element(By.CSS_SELECTOR, '[data-deployment="echo"] .curl').text
+        ran = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
+    assert json.loads(ran.stdout) == {"data": tricky}  # sent as the example is, nothing run by the shell
