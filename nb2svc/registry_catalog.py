@@ -9,6 +9,7 @@ swapped in, so ``latest``, the highest-numbered *ready* version, moves only to a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -26,6 +27,7 @@ from nb2svc.runtime.errors import NotFound, NotReady
 from nb2svc.runtime.load import LoadedService, NotReadyReason, UnreadyService, load_service
 from nb2svc.runtime.manifest import Manifest
 from nb2svc.runtime.oip import OpenInference
+from nb2svc.runtime.verified import verification_of
 
 logger = logging.getLogger("nb2svc.registry")
 
@@ -67,11 +69,17 @@ class ServedVersion:
         return self.endpoint
 
     def view(self) -> dict[str, Any]:
-        """As the dashboard shows it (``GET /deployments``)."""
+        """As the dashboard shows it (``GET /deployments``); whether it verified is read each time (``nb2svc
+        verify`` may run while it is served), the rest was made once."""
+        view = dict(self._described)
+        if self.manifest is not None:
+            view["verified"] = verification_of(self.directory, self.manifest.version)
+        return view
+
+    @functools.cached_property
+    def _described(self) -> dict[str, Any]:
         url = f"/v1/{self.name}/{self.number}"
-        return dashboard.version_view(
-            self.label, url, self.state, self.manifest, self.endpoint, self.reason, self.directory
-        )
+        return dashboard.version_view(self.label, url, self.state, self.manifest, self.endpoint, self.reason)
 
 
 @dataclass(frozen=True)
