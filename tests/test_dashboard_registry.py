@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-import nb2svc
 from nb2svc.registry import Registry
 from nb2svc.server_process import free_port
 
-from helpers import FIXTURES, ServerProcess, browser, open_dashboard, post_json, running_server, try_it
+from helpers import ServerProcess, browser, make_service, open_dashboard, running_server, try_it
 
 pytestmark = pytest.mark.e2e
 
@@ -26,19 +25,32 @@ def serving(registry: Path, ready_path: str = "/ready") -> AbstractContextManage
     return running_server(command, port, ready_path=ready_path)
 
 
+def double(x: float) -> float:
+    return x * 2
+
+
+def triple(x: float) -> float:
+    return x * 3
+
+
+def version_of(function: Callable[[float], float]) -> Callable[[Path], None]:
+    """A version of ``my_lr`` serving ``function``, with the example 3 recorded."""
+
+    def write(directory: Path) -> None:
+        make_service(directory, runnable=True, my_lr=function)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest["endpoints"][0]["examples"] = [{"request": {"data": 3}, "response": {"data": function(3)}}]
+        (directory / "manifest.json").write_text(json.dumps(manifest))
+
+    return write
+
+
 def test_the_dashboard_lists_versions_latest_and_aliases_and_calls_a_version(tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    service = tmp_path / "lr"
-    nb2svc.build(FIXTURES / "linear_regression.ipynb", service)
-    model_version = json.loads((service / "manifest.json").read_text())["version"]
     registry = Registry(tmp_path / "registry")
-
-    def write(directory: Path) -> None:
-        shutil.copytree(service, directory, dirs_exist_ok=True)
-
-    for _ in range(2):
-        registry.publish("my_lr", write)
+    registry.publish("my_lr", version_of(double))
+    registry.publish("my_lr", version_of(triple))
     registry.set_alias("my_lr", "prod", 1)
     with serving(registry.root) as server, browser() as driver:
         open_dashboard(driver, server.url)
@@ -53,8 +65,9 @@ def test_the_dashboard_lists_versions_latest_and_aliases_and_calls_a_version(tmp
         url = f"{server.url}/v1/my_lr/1"
         assert first.find_element(By.CLASS_NAME, "curl").text == f'curl -s -XPOST "{url}" -d \'{{"data": 3}}\''
         status, answer, headers = try_it(driver, first)
-        assert (status, answer) == ("HTTP 200", post_json(url, {"data": 3}))
-        assert f"X-Model-Version: {model_version}" in headers
+        assert (status, answer) == ("HTTP 200", {"data": 6})  # version 1's model, not latest's (9)
+        assert "X-Deployment-Version: 1" in headers
+        assert try_it(driver, newest)[1] == {"data": 9}
 
 
 def test_an_empty_registry_says_how_to_deploy(tmp_path: Path) -> None:
