@@ -265,14 +265,15 @@ def _examples(examples: Iterable[Any] | None) -> list[Any]:
 
 
 def _calling_notebook() -> NotebookDescription:
-    """The notebook (or script) this runs in, where it can be told: Jupyter names it in JPY_SESSION_NAME, VS Code
-    in ``__vsc_ipynb_file__``, a script is ``__main__.__file__``. Its digest is of the file as saved."""
+    """The notebook (or script) this runs in, where it can be told: Jupyter names it in JPY_SESSION_NAME (a path
+    that may be relative to the server's root, while the kernel runs in the notebook's folder), VS Code in
+    ``__vsc_ipynb_file__``, a script is ``__main__.__file__``. Its digest is of the file as saved."""
     main = sys.modules.get("__main__")
     candidates = [os.environ.get("JPY_SESSION_NAME"), getattr(main, "__vsc_ipynb_file__", None)]
     if main is not None and not hasattr(sys, "ps1") and "ipykernel" not in sys.modules:
         candidates.append(getattr(main, "__file__", None))
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            path = Path(candidate)
-            return NotebookDescription(file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    for candidate in filter(None, candidates):
+        for path in (Path(candidate), Path.cwd() / Path(candidate).name):
+            if path.is_file():
+                return NotebookDescription(file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     return NotebookDescription(file="", sha256="")

@@ -176,9 +176,9 @@ def _exit_with(parent: int) -> None:
 def main(argv: list[str]) -> None:
     parent, root, host, port = argv
     threading.Thread(target=_exit_with, args=(int(parent),), daemon=True).start()
-    from nb2svc.cli import cli
+    from nb2svc.serve import serve_registry
 
-    cli(["serve", "--registry", root, "--host", host, "--port", port], prog_name="nb2svc")
+    serve_registry(root, host=host, port=int(port), local_only=True)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class ServedVersion:
 
 
 @dataclass(frozen=True)
-class Deployment:
+class ServedDeployment:
     name: str
     versions: tuple[ServedVersion, ...]  # oldest first
     aliases: Mapping[str, int]
@@ -126,10 +126,10 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Catalog:
-    deployments: Mapping[str, Deployment]  # by name, sorted
+    deployments: Mapping[str, ServedDeployment]  # by name, sorted
     scanned: bool = False  # the first read of the registry is done and every version it found has loaded
 
-    def deployment(self, name: str) -> Deployment:
+    def deployment(self, name: str) -> ServedDeployment:
         found = self.deployments.get(name)
         if found is None:
             names = ", ".join(self.deployments) or "none yet"
@@ -226,7 +226,7 @@ class Scanner:
             numbers, aliases = found
             known = {v.number: v for v in held.versions} if held else {}
             versions = tuple(known.get(n) or self._served(name, n, "loading") for n in numbers)
-            deployments[name] = Deployment(name, versions, aliases)
+            deployments[name] = ServedDeployment(name, versions, aliases)
         kept = {(v.name, v.number) for deployment in deployments.values() for v in deployment.versions}
         for deployment in self.catalog.deployments.values():
             for version in deployment.versions:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -34,14 +36,22 @@ from nb2svc.runtime.settings import Settings
 _OIP = oip.OpenInference("")  # how an Open Inference request is answered before its version is known: errors
 
 
-def create_registry_app(root: str | Path, settings: Settings | None = None) -> Starlette:
+LOCAL_HOSTS = ["127.0.0.1", "localhost"]  # the addresses deploy starts its server on
+
+
+def create_registry_app(root: str | Path, settings: Settings | None = None, *, local_only: bool = False) -> Starlette:
     """The app serving the registry at ``root`` (which may not exist yet); it reads the registry from its
-    lifespan's start, every ``SCAN_INTERVAL`` seconds, until it stops."""
+    lifespan's start, every ``SCAN_INTERVAL`` seconds, until it stops.
+
+    ``local_only`` (the server ``nb2svc.deploy`` starts on a laptop) answers only requests addressed to this
+    machine by name (Host 127.0.0.1 or localhost): a web page the user visits cannot reach it through a domain
+    that resolves to 127.0.0.1 (DNS rebinding) to read the recorded examples or call the models."""
     settings = settings or Settings.from_environment()
     quiet_uvicorn_access_log()
     metrics = Metrics()
     template = Service("", settings, executor(settings, metrics), metrics)
     scanner = Scanner(Registry(root), template)
+    local = [Middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS)] if local_only else []
 
     @contextlib.asynccontextmanager
     async def scanning(app: Starlette) -> AsyncIterator[None]:
@@ -56,7 +66,7 @@ def create_registry_app(root: str | Path, settings: Settings | None = None) -> S
     app = Starlette(
         routes=_Routes(scanner).routes(),
         exception_handlers=HANDLERS,
-        middleware=middleware(settings, metrics),
+        middleware=[*middleware(settings, metrics), *local],
         lifespan=scanning,
     )
     app.state.service, app.state.protocol = template, modelbit.PROTOCOL

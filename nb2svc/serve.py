@@ -69,9 +69,11 @@ def serve_registry(
     workers: int = 1,
     graceful_timeout: int = 30,
     settings: dict[str, str] | None = None,
+    local_only: bool = False,
 ) -> None:
     """Serve every deployment and version of the registry at ``root`` until interrupted, adding the versions
-    published meanwhile (``registry_server``). One process: ``workers`` must be 1."""
+    published meanwhile (``registry_server``). One process: ``workers`` must be 1. ``local_only``: see
+    ``create_registry_app``."""
     if workers != 1:
         raise UsageError(
             f"--workers {workers}: a registry is served by one process, which loads each version once and moves "
@@ -80,7 +82,7 @@ def serve_registry(
         )
     from nb2svc.registry_server import create_registry_app
 
-    app = create_registry_app(Path(root).resolve(), _settings_from(settings))
+    app = create_registry_app(Path(root).resolve(), _settings_from(settings), local_only=local_only)
     _exit_quietly_on_signals()
     uvicorn.run(
         app,

@@ -337,3 +337,12 @@ def test_after_a_restart_the_newest_version_loads_first(registry: Registry) -> N
     assert [v.state for v in scanner.catalog.deployment("model").versions] == ["loading"] * 3
     waiting = scanner._next_to_load()
     assert waiting is not None and waiting.number == 3
+
+
+def test_the_server_deploy_starts_answers_only_requests_addressed_to_this_machine(tmp_path: Path) -> None:
+    app = create_registry_app(tmp_path, Settings(), local_only=True)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/health", headers={"Host": "localhost:8765"}).status_code == 200
+        rebound = client.get("/deployments", headers={"Host": "attacker.example:8765"})  # DNS rebinding
+        assert rebound.status_code == 400 and "registry" not in rebound.text
