@@ -173,13 +173,12 @@ def deploy(
         )
 
     version = target.publish(name, write)
-    if serving is not None:
-        from nb2svc.local_server import wait_until_served
-
-        wait_until_served(serving, version)
-    seconds = time.perf_counter() - started
     if serving is None:
-        return Deployment(name, version.number, version.path, written[0], seconds)
+        return Deployment(name, version.number, version.path, written[0], time.perf_counter() - started)
+    from nb2svc.local_server import wait_until_served
+
+    wait_until_served(serving, version)
+    seconds = time.perf_counter() - started
     return Deployment(name, version.number, version.path, written[0], seconds, serving.url, serving.started_pid)
 
 
