@@ -120,3 +120,21 @@ class ServiceDidNotStart(Nb2svcError):
 
     exit_code = 15
     kind = "service_did_not_start"
+
+
+class PythonNotFound(Nb2svcError):
+    """No interpreter of the Python version asked for (``--python-version``) is installed."""
+
+    exit_code = 16
+
+
+class PackageUnavailable(Nb2svcError):
+    """A package's training version has no distribution for the target Python."""
+
+    exit_code = 17
+
+
+class ParityFailed(Nb2svcError):
+    """Built for another Python, an example answers otherwise than in the training kernel."""
+
+    exit_code = 18
