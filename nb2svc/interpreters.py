@@ -62,9 +62,10 @@ def describe(path: str) -> Interpreter | None:
 
 def installed_interpreters() -> list[Interpreter]:
     """The interpreters found under pyenv, on PATH and by uv: one per version (the first found), by version."""
-    paths = _pyenv_interpreters("*") + [shutil.which(f"python3.{minor}") for minor in range(6, 16)]
+    on_path = [shutil.which(f"python3.{minor}") for minor in range(6, 16)]
+    paths = [*_pyenv_interpreters("*"), *filter(None, on_path), *_uv_interpreters()]
     found: dict[str, Interpreter] = {}
-    for path in filter(None, paths + _uv_interpreters()):
+    for path in paths:
         interpreter = describe(path)
         if interpreter is not None:
             found.setdefault(interpreter.version, interpreter)
