@@ -66,7 +66,21 @@ def cli() -> None:
     help="Lock this file instead of the observed requirements.",
 )
 @click.option(
-    "--python-version", metavar="X.Y", help="Python to lock for; must be the kernel's.  [default: the kernel's]"
+    "--python-version",
+    metavar="X.Y",
+    help="Python to serve on. Another than the kernel's: the notebook runs again in that Python, and every example "
+    "must answer as in the training kernel.  [default: the kernel's]",
+)
+@click.option(
+    "--python",
+    "python",
+    metavar="PATH",
+    help="The interpreter of --python-version.  [default: found on PATH, under pyenv, or by uv]",
+)
+@click.option(
+    "--allow-other-versions",
+    is_flag=True,
+    help="With --python-version: where a package's training version has none for that Python, take the resolver's.",
 )
 @click.option(
     "--index-url",
@@ -105,6 +119,8 @@ def build_command(
     python_packages: tuple[str, ...],
     requirements_file: Path | None,
     python_version: str | None,
+    python: str | None,
+    allow_other_versions: bool,
     index_url: str | None,
     extra_index_urls: tuple[str, ...],
     resolver: ResolverName,
@@ -139,6 +155,8 @@ def build_command(
             requirements_file=requirements_file,
             lock_options=options,
             on_cell=progress,
+            python=python,
+            allow_other_versions=allow_other_versions,
         )
         report = result.to_dict()
         if not as_json:
@@ -185,6 +203,16 @@ def _parse_examples(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[Any]]:
 def _print_build(result: BuildResult) -> None:
     echo = functools.partial(click.echo, err=True)
     echo(f"built {result.service_dir} in {result.seconds:.1f}s")
+    if result.retargeted:
+        again = result.retargeted.to_dict()
+        how = "from the cache" if again["environment_cached"] else f"made in {again['environment_seconds']:.1f}s"
+        echo(
+            f"  for Python {again['python']} (trained on {again['trained_python']}): its environment {how}, "
+            f"the notebook's second run {again['rerun_seconds']:.1f}s; {len(again['parity'])} examples answered "
+            "as in the training kernel"
+        )
+        for name, change in again["changed_versions"].items():
+            echo(f"  {name}: {change['chosen']} instead of the training {change['trained']} (--allow-other-versions)")
     for endpoint in result.manifest.endpoints:
         examples = _counted(len(endpoint.examples), "example")
         calls = f" from {_counted(endpoint.calls_seen, 'call')}" if endpoint.calls_seen else ""

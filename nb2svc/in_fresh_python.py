@@ -10,6 +10,8 @@ reads one JSON request on stdin and prints one JSON object:
   statements, and calling it on its examples (through the service's own
   nb2svc_runtime in DIR) brought in; and the kernel's own machinery (ipykernel
   and all it requires);
+- ``{"task": "replay", "runtime_path": DIR, "endpoints": [{"name", "artifact", "examples", "recorded_frame"}]}``:
+  each endpoint's examples answered by its artifact, as the service answers them;
 - ``{"task": "closure", "names": [...]}``: those distributions and everything they
   require, recursively, at their installed versions (for an offline lock).
 
@@ -37,6 +39,8 @@ def main() -> None:
     request = json.load(sys.stdin)
     if request["task"] == "closure":
         print(json.dumps(_closure(request["names"])))
+    elif request["task"] == "replay":
+        print(json.dumps(_replay(request)))
     else:
         _observe(request)
 
@@ -80,7 +84,7 @@ def _canonical(name: str) -> str:
 
 
 def _observe(request: dict[str, Any]) -> None:
-    providers = importlib.metadata.packages_distributions()
+    providers = packages_distributions()
     sys.path.append(request["runtime_path"])
     from nb2svc_runtime import (
         endpoint as runtime_endpoint,  # what the service calls its endpoints with
@@ -118,6 +122,30 @@ def _observe(request: dict[str, Any]) -> None:
     print(json.dumps({"endpoints": report, "kernel_machinery": sorted(_closure(["ipykernel"])["pins"])}))
 
 
+def _replay(request: dict[str, Any]) -> dict[str, Any]:
+    """Each endpoint's examples answered by its artifact as the service answers them (its runtime, its encoding):
+    ``{"answers": {name: [{"response": {...}} or {"error": "Type: message"}, ...]}}``."""
+    sys.path.append(request["runtime_path"])
+    from nb2svc_runtime import encoding, endpoint as runtime_endpoint, errors, invoke, manifest
+
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for endpoint in request["endpoints"]:
+        with open(endpoint["artifact"], "rb") as file:
+            function = pickle.load(file)
+        frame = endpoint.get("recorded_frame")
+        invoker = runtime_endpoint.invoker_for(
+            function, manifest.parse(manifest.RecordedFrame, frame) if frame else None
+        )
+        answered = answers[endpoint["name"]] = []
+        for data in endpoint["examples"]:
+            try:
+                answered.append({"response": json.loads(encoding.encode_json(invoke.answer(invoker, data)))})
+            except Exception as exc:
+                raised = exc.error if isinstance(exc, errors.CallFailed) else exc
+                answered.append({"error": f"{type(raised).__name__}: {raised}"})
+    return {"answers": answers}
+
+
 def _import_the_services_own_needs() -> None:
     """Import first what the service imports anyway, so that no endpoint is said to need it: cloudpickle
     (loading any artifact imports it) and fastjsonschema (the runtime validates requests with it)."""
@@ -128,6 +156,30 @@ def _import_the_services_own_needs() -> None:
             pass
 
 
+def packages_distributions() -> dict[str, list[str]]:
+    """The distributions that provide each top-level module, as Python 3.11's ``importlib.metadata`` says: from
+    ``top_level.txt``, else from the files a distribution installed (3.10 reads only ``top_level.txt``, which
+    wheels built by meson-python, numpy's and scikit-learn's, do not have)."""
+    found: dict[str, list[str]] = {}
+    for distribution in importlib.metadata.distributions():
+        name = distribution.metadata["Name"]
+        top = (distribution.read_text("top_level.txt") or "").split() or _inferred_top_level(distribution)
+        for module in top:
+            found.setdefault(module, []).append(name)
+    return found
+
+
+def _inferred_top_level(distribution: Any) -> list[str]:
+    names = set()
+    for path in distribution.files or ():
+        parts = path.parts
+        if len(parts) > 1 and "." not in parts[0]:  # a package's folder (not foo.dist-info, not ../../bin)
+            names.add(parts[0])
+        elif len(parts) == 1 and path.suffix in (".py", ".so", ".pyd"):  # a top-level module
+            names.add(parts[0].split(".")[0])
+    return sorted(names)
+
+
 def top_level(modules: Iterable[str]) -> set[str]:
     """The top-level packages of ``modules``: ``sklearn`` for ``sklearn.linear_model``."""
     return {name.partition(".")[0] for name in modules}
@@ -135,7 +187,7 @@ def top_level(modules: Iterable[str]) -> set[str]:
 
 def distributions(modules: set[str], providers: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
     """The installed distributions that provide the top-level ``modules`` (the standard library left out), with the
-    modules each provides: ``{name: {"version", "modules"}}``. ``providers`` is ``packages_distributions()``."""
+    modules each provides: ``{name: {"version", "modules"}}``. ``providers`` is ``packages_distributions()``'s."""
     found: dict[str, dict[str, Any]] = {}
     for top in sorted(modules - set(sys.stdlib_module_names)):
         for name in providers.get(top, ()):

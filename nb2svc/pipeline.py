@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2svc.capture import capture_endpoints
+from nb2svc.capture import Capture, capture_endpoints
 from nb2svc.errors import UsageError
 from nb2svc.execute import OnCell, execute_notebook
+from nb2svc.interpreters import find_interpreter
 from nb2svc.locking import Lock, LockOptions, lock_requirements
-from nb2svc.notebook import read_notebook
+from nb2svc.notebook import NotebookSpec, read_notebook
 from nb2svc.observe import observe_requirements
 from nb2svc.render import (
     Origin,
@@ -23,8 +25,16 @@ from nb2svc.render import (
     service_name,
     staging_directory,
 )
-from nb2svc.requirements import gather_requirements
-from nb2svc.runtime.manifest import Manifest, NotebookDescription, RequirementEntry, plain
+from nb2svc.requirements import gather_requirements, runtime_pins
+from nb2svc.runtime.manifest import Manifest, NotebookDescription, RequirementEntry, Retarget, VersionChange, plain
+from nb2svc.target_python import (
+    ParityCheck,
+    TargetEnvironment,
+    check_parity,
+    kernel_in,
+    target_environment,
+    unavailable,
+)
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,11 @@ class BuildResult:
     requirements: tuple[RequirementEntry, ...]
     lock: Lock
     seconds: float
+    retargeted: Retargeted | None = None  # built for another Python than the kernel's
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            **({"retarget": self.retargeted.to_dict()} if self.retargeted else {}),
             "ok": True,
             "service_dir": str(self.service_dir),
             "seconds": round(self.seconds, 3),
@@ -58,6 +70,8 @@ def build(
     requirements_file: str | Path | None = None,
     lock_options: LockOptions | None = None,
     on_cell: OnCell | None = None,
+    python: str | None = None,
+    allow_other_versions: bool = False,
 ) -> BuildResult:
     """Build the service directory for ``notebook`` at ``output`` (default ``<notebook name>_service``).
 
@@ -65,6 +79,10 @@ def build(
     ``python_packages`` adds or overrides requirements; ``requirements_file`` replaces the
     observed ones. The directory appears only if every stage succeeded; an existing one is
     replaced only with ``force``. Raises an ``Nb2svcError`` subclass on failure.
+
+    With ``lock_options.python_version`` other than the kernel's, the notebook runs again in an environment of
+    that Python (``python``: its interpreter, else one found) with the training versions (others only with
+    ``allow_other_versions``), and every example must answer there as in the training kernel (``target_python``).
     """
     started = time.perf_counter()
     lock_options = lock_options or LockOptions()
@@ -79,20 +97,29 @@ def build(
     target = Path(output) if output is not None else Path(f"{service_name(spec.path)}_service")
     target = target.resolve()
     check_output(target, force)
+    extra = {name: list(values) for name, values in (examples or {}).items()}
     with staging_directory(target) as staging:
         copy_runtime(staging)
         with execute_notebook(
             spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
         ) as executed:
-            capture = capture_endpoints(
-                executed, staging, {name: list(values) for name, values in (examples or {}).items()}
+            capture = capture_endpoints(executed, staging, extra)
+        kernel_minor = _minor(capture.python_version)
+        retargeted = None
+        if lock_options.python_version and lock_options.python_version != kernel_minor:
+            retargeted = _retarget(
+                spec, staging, capture, lock_options, python, allow_other_versions, timeout, on_cell, extra
             )
-        python_version = _python_version(capture.python_version, lock_options.python_version)
+            capture = retargeted.capture
         observed = observe_requirements(capture, staging) if requirements_text is None else {}
-        requirements = gather_requirements(capture, observed, python_packages, requirements_text)
-        lock = lock_requirements(requirements, python_version, lock_options, capture.python_executable)
+        unpinned = retargeted.runtime_unpinned if retargeted else frozenset()
+        requirements = gather_requirements(
+            capture, observed, python_packages, requirements_text, runtime_unpinned=unpinned
+        )
+        lock = lock_requirements(requirements, _minor(capture.python_version), lock_options, capture.python_executable)
         origin = Origin(NotebookDescription(file=spec.path.name, sha256=spec.sha256), "build", executed.timings)
-        manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock)
+        retarget = retargeted.description() if retargeted else None
+        manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock, retarget)
         publish(staging, target, force)
     return BuildResult(
         service_dir=target,
@@ -100,16 +127,81 @@ def build(
         requirements=requirements,
         lock=lock,
         seconds=time.perf_counter() - started,
+        retargeted=retargeted,
     )
 
 
-def _python_version(kernel_version: str, requested: str | None) -> str:
-    """The X.Y to lock for: the kernel's. Artifacts pickled by value load only on the Python minor that made them."""
-    kernel_minor = ".".join(kernel_version.split(".")[:2])
-    if requested and requested != kernel_minor:
-        raise UsageError(
-            f"--python-version {requested} differs from the kernel's Python {kernel_version}: functions pickled "
-            f"by value load only on the Python minor version that pickled them. Run the notebook in a Python "
-            f"{requested} kernel (--kernel NAME) to serve it on {requested}."
+@dataclass(frozen=True)
+class Retargeted:
+    """The notebook's second run, in the target Python: what it cost, and the capture made there."""
+
+    capture: Capture  # made in the target Python, with the training kernel's examples
+    trained: Capture
+    environment: TargetEnvironment
+    rerun_seconds: float
+    checks: tuple[ParityCheck, ...]
+    runtime_unpinned: frozenset[str]  # the runtime's packages whose builder's version that Python has not
+
+    def description(self) -> Retarget:
+        changed = {name: VersionChange(a, b) for name, (a, b) in self.environment.changed.items()}
+        return Retarget(self.trained.python_version, len(self.checks), changed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trained_python": self.trained.python_version,
+            "python": self.capture.python_version,
+            "interpreter": self.environment.interpreter.path,
+            "environment_seconds": round(self.environment.seconds, 3),
+            "environment_cached": self.environment.cached,
+            "rerun_seconds": round(self.rerun_seconds, 3),
+            "changed_versions": {
+                name: {"trained": a, "chosen": b} for name, (a, b) in self.environment.changed.items()
+            },
+            "parity": [{"endpoint": c.endpoint, "number": c.number, "same": c.difference is None} for c in self.checks],
+        }
+
+
+def _retarget(
+    spec: NotebookSpec,
+    staging: Path,
+    trained: Capture,
+    lock_options: LockOptions,
+    python: str | None,
+    allow_other_versions: bool,
+    timeout: float | None,
+    on_cell: OnCell | None,
+    extra: dict[str, list[Any]],
+) -> Retargeted:
+    """Run the notebook again in an environment of the target Python with the training run's packages at their
+    training versions; capture there; replay the training kernel's examples against what was made there."""
+    assert lock_options.python_version is not None
+    interpreter = find_interpreter(lock_options.python_version, python)
+    pins = {d.name: d.version for found in observe_requirements(trained, staging).values() for d in found}
+    pins["cloudpickle"] = trained.cloudpickle_version
+    environment = target_environment(interpreter, pins, lock_options, allow_other_versions)
+    # the service's own packages at the builder's versions where they exist for that Python, else the resolver's
+    runtime_unpinned = frozenset(unavailable(dict(runtime_pins()), interpreter, lock_options))
+    started = time.perf_counter()
+    with kernel_in(environment.python) as kernel_name:
+        with execute_notebook(
+            spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
+        ) as executed:
+            made = capture_endpoints(executed, staging, extra)
+    rerun_seconds = time.perf_counter() - started
+    checks = check_parity(made.python_executable, staging, made.endpoints, trained.endpoints)
+    recorded = {e.name: e for e in trained.endpoints}  # what the notebook did is what the training kernel did
+    endpoints = tuple(
+        dataclasses.replace(
+            e,
+            examples=recorded[e.name].examples,
+            calls_seen=recorded[e.name].calls_seen,
+            unrecorded=recorded[e.name].unrecorded,
         )
-    return kernel_minor
+        for e in made.endpoints
+    )
+    capture = dataclasses.replace(made, endpoints=endpoints)
+    return Retargeted(capture, trained, environment, rerun_seconds, checks, runtime_unpinned)
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])

@@ -24,6 +24,7 @@ from nb2svc.runtime.manifest import (
     NotebookDescription,
     PythonDescription,
     RequirementEntry,
+    Retarget,
     Source,
 )
 from nb2svc.targets import write_targets
@@ -88,9 +89,10 @@ def render_service(
     capture: Capture,
     requirements: tuple[RequirementEntry, ...],
     lock: Lock,
+    retarget: Retarget | None = None,
 ) -> Manifest:
     """Write everything but the runtime and the artifacts (already there) into ``staging``."""
-    manifest = build_manifest(name, origin, capture, requirements, lock)
+    manifest = build_manifest(name, origin, capture, requirements, lock, retarget)
     (staging / "requirements.in").write_text(lock.requirements_in, encoding="utf-8")
     (staging / "requirements.txt").write_text(lock.requirements_txt, encoding="utf-8")
     write_description(staging, manifest)
@@ -118,6 +120,7 @@ def build_manifest(
     capture: Capture,
     requirements: tuple[RequirementEntry, ...],
     lock: Lock,
+    retarget: Retarget | None = None,
 ) -> Manifest:
     """The one contract between the builder and the service runtime."""
     return Manifest(
@@ -135,6 +138,7 @@ def build_manifest(
         requirements=requirements,
         lock=lock.description(),
         cells=tuple(CellTime(cell=t.number, seconds=t.seconds) for t in origin.cells),
+        retarget=retarget,
     )
 
 

@@ -32,12 +32,15 @@ def gather_requirements(
     python_packages: Iterable[str] = (),
     requirements_file: str | None = None,
     python_packages_option: str = "--python-package",
+    runtime_unpinned: frozenset[str] = frozenset(),
 ) -> tuple[RequirementEntry, ...]:
     """Observed distributions, the runtime's own, then ``--python-package`` specs (which override by name).
 
     ``observed`` maps a reason (``artifact_load``, "loading my_fn") to the distributions it brought in;
     each distribution's reason adds the modules it was seen through: "loading my_fn (joblib)".
     ``python_packages_option`` is how the user gave them, for messages and reasons (``python_packages=``).
+    ``runtime_unpinned`` names runtime distributions whose builder's version has no distribution for the
+    target Python (a build for another Python): the resolver picks their version.
     With ``requirements_file`` (the text of ``--requirements FILE``) nothing observed is used:
     the file's lines stand instead, and the runtime's packages join them.
     """
@@ -66,7 +69,7 @@ def gather_requirements(
             add(_parse(spec, "--requirements").name, spec, REQUIREMENTS_FILE)
     add("cloudpickle", f"cloudpickle=={capture.cloudpickle_version}", SERIALIZED_THE_ARTIFACTS)
     for name, version in runtime_pins():
-        add(name, f"{name}=={version}", SERVICE_RUNTIME)
+        add(name, name if name in runtime_unpinned else f"{name}=={version}", SERVICE_RUNTIME)
     for spec in python_packages:
         reason = RequirementReason("user", python_packages_option)
         add(_parse(spec, python_packages_option).name, spec, reason, override=True)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -17,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2svc.errors import ServiceDidNotStart, ServiceDirInvalid, VerifyEnvironmentFailed, VerifyMismatch
+from nb2svc.errors import PythonNotFound, ServiceDidNotStart, ServiceDirInvalid, VerifyEnvironmentFailed, VerifyMismatch
+from nb2svc.interpreters import find_interpreter
 from nb2svc.runtime.compare import compare
 from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
 from nb2svc.runtime.verified import record_verification
@@ -127,20 +126,13 @@ def _manifest(service_dir: Path) -> Manifest:
 
 
 def find_python(minor: str) -> str:
-    """An interpreter for Python ``minor`` (X.Y): this one, ``pythonX.Y`` on PATH, or one uv knows."""
-    if minor == f"{sys.version_info.major}.{sys.version_info.minor}":
-        return sys.executable
-    found = shutil.which(f"python{minor}")
-    if found:
-        return found
-    done = subprocess.run([_uv(), "python", "find", "--no-python-downloads", minor], capture_output=True, text=True)
-    if done.returncode == 0 and done.stdout.strip():
-        return done.stdout.strip()
-    raise VerifyEnvironmentFailed(
-        f"the service was built for Python {minor}, and no Python {minor} interpreter is installed here. "
-        f"Install one (python{minor} on PATH), or run verify where it is.",
-        python=minor,
-    )
+    """An interpreter for Python ``minor`` (X.Y): this one, or one on PATH, under pyenv or known to uv."""
+    try:
+        return find_interpreter(minor).path
+    except PythonNotFound as exc:
+        raise VerifyEnvironmentFailed(
+            f"the service was built for Python {minor}: {exc.message}", python=minor
+        ) from None
 
 
 def _uv() -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from typing import Any
 
@@ -26,4 +25,4 @@ def loaded_modules() -> list[str]:
 def distributions_imported_since(modules_at_start: list[str]) -> dict[str, dict[str, Any]]:
     """The installed distributions of the top-level modules loaded since ``modules_at_start``."""
     imported = in_fresh_python.top_level(sys.modules) - in_fresh_python.top_level(modules_at_start)
-    return in_fresh_python.distributions(imported, importlib.metadata.packages_distributions())
+    return in_fresh_python.distributions(imported, in_fresh_python.packages_distributions())

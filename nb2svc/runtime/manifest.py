@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-MANIFEST_FORMAT = 4  # raised whenever a field is added, removed or changes meaning
+MANIFEST_FORMAT = 5  # raised whenever a field is added, removed or changes meaning
 FILENAME = "manifest.json"
 
 # Why a requirement is in requirements.in: who observed it.
@@ -119,9 +119,25 @@ class LockDescription:
 
 @dataclass(frozen=True)
 class PythonDescription:
-    version: str  # X.Y.Z of the training kernel
+    version: str  # X.Y.Z of the Python that made the artifacts (the training kernel's, or the target's)
     minor: str  # X.Y: the artifacts load only there
     implementation: str
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    trained: str  # the training kernel's version, which has no distribution for the target Python
+    chosen: str  # what the target's environment has instead (--allow-other-versions)
+
+
+@dataclass(frozen=True)
+class Retarget:
+    """Built for another Python than the training kernel's: the notebook ran again in the target Python, and
+    every example the training kernel recorded answered the same from the artifacts made there."""
+
+    trained_python: str  # X.Y.Z of the training kernel
+    examples_compared: int  # all answered as in the training kernel (else there is no build)
+    changed_versions: dict[str, VersionChange] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,7 @@ class Manifest:
     requirements: tuple[RequirementEntry, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)  # the `parameters` cell's overrides
     cells: tuple[CellTime, ...] = ()
+    retarget: Retarget | None = None  # None: the artifacts were made by the training kernel itself
     manifest_format: int = MANIFEST_FORMAT
 
     def imported_packages(self) -> dict[str, str]:
@@ -258,7 +275,8 @@ def _leaf(kind: str, data: Any, where: str) -> Any:
 
 def _build(kind: str, data: Any, where: str) -> Any:
     """``data`` (parsed JSON) as the type named ``kind``, read from the annotation's text (so that it works the
-    same on every Python): a dataclass of this module, ``tuple[X, ...]``, ``X | None``, or a JSON value as it is."""
+    same on every Python): a dataclass of this module, ``tuple[X, ...]``, ``dict[str, X]``, ``X | None``, or a JSON
+    value as it is."""
     if kind.endswith(" | None"):
         return None if data is None else _build(kind[: -len(" | None")], data, where)
     if kind.startswith("tuple["):
@@ -266,6 +284,11 @@ def _build(kind: str, data: Any, where: str) -> Any:
             raise ManifestError(f"manifest.json: {where} must be a list")
         element = kind[len("tuple[") : -len(", ...]")]
         return tuple(_build(element, item, f"{where}[{i}]") for i, item in enumerate(data))
+    if kind.startswith("dict[str, ") and dataclasses.is_dataclass(globals().get(kind[len("dict[str, ") : -1])):
+        if not isinstance(data, dict):
+            raise ManifestError(f"manifest.json: {where} must be an object")
+        element = kind[len("dict[str, ") : -1]
+        return {key: _build(element, item, f"{where}[{key!r}]") for key, item in data.items()}
     described = globals().get(kind)
     if not (isinstance(described, type) and dataclasses.is_dataclass(described)):
         return _leaf(kind, data, where)
