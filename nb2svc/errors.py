@@ -126,15 +126,18 @@ class PythonNotFound(Nb2svcError):
     """No interpreter of the Python version asked for (``--python-version``) is installed."""
 
     exit_code = 16
+    kind = "python_not_found"
 
 
 class PackageUnavailable(Nb2svcError):
     """A package's training version has no distribution for the target Python."""
 
     exit_code = 17
+    kind = "package_unavailable"
 
 
 class ParityFailed(Nb2svcError):
     """Built for another Python, an example answers otherwise than in the training kernel."""
 
     exit_code = 18
+    kind = "parity_failed"
