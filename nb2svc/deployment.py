@@ -239,8 +239,9 @@ def _check_python_version(requested: str | None) -> None:
     if ".".join(requested.split(".")[:2]) != here:
         raise UsageError(
             f"python_version={requested!r} differs from this Python ({here}): a function serialized by value "
-            f"loads only on the Python minor that serialized it, and serving on another one is not built yet. "
-            f"Deploy from a Python {requested} kernel, or leave python_version out to serve on {here}."
+            f"loads only on the Python minor that serialized it, and deploy has no notebook run to repeat in "
+            f"{requested}. Build the saved notebook for it (nb2svc build NOTEBOOK --python-version {requested} "
+            f"--deploy), deploy from a Python {requested} kernel, or leave python_version out to serve on {here}."
         )
 
 
