@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from nb2svc.capture import Capture, capture_endpoints
-from nb2svc.errors import UsageError
+from nb2svc.errors import PythonNotFound, UsageError
 from nb2svc.execute import OnCell, execute_notebook
-from nb2svc.interpreters import find_interpreter
+from nb2svc.interpreters import describe, find_interpreter
 from nb2svc.locking import Lock, LockOptions, lock_requirements
 from nb2svc.notebook import NotebookSpec, read_notebook
 from nb2svc.observe import observe_requirements
@@ -86,6 +86,8 @@ def build(
     """
     started = time.perf_counter()
     lock_options = lock_options or LockOptions()
+    if python is not None and lock_options.python_version is None:  # --python alone: serve on that one's Python
+        lock_options = dataclasses.replace(lock_options, python_version=_python_of(python))
     spec = read_notebook(notebook)
     unknown = set(examples or {}) - {endpoint.name for endpoint in spec.endpoints}
     if unknown:
@@ -201,6 +203,13 @@ def _retarget(
     )
     capture = dataclasses.replace(made, endpoints=endpoints)
     return Retargeted(capture, trained, environment, rerun_seconds, checks, runtime_unpinned)
+
+
+def _python_of(path: str) -> str:
+    found = describe(path)
+    if found is None:
+        raise PythonNotFound(f"--python {path} is not a Python interpreter that runs", python=path)
+    return found.minor
 
 
 def _minor(version: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from nb2svc.cli import cli
+from nb2svc.interpreters import find_interpreter
 from nb2svc.runtime.manifest import read_manifest
 
 from helpers import FIXTURES
@@ -46,16 +47,13 @@ def test_the_example_notebook_built_for_another_python_serves_there_as_trained(t
     assert json.loads(verified.stdout)["python"] == target
 
 
-def test_an_answer_that_depends_on_the_python_fails_parity_naming_the_example(tmp_path: Path) -> None:
-    built = run(
-        "build",
-        str(FIXTURES / "python_dependent.ipynb"),
-        "-o",
-        str(tmp_path / "out"),
-        "--python-version",
-        "3.12",
-        "--json",
-    )
+@pytest.mark.parametrize("chosen", [("--python-version", "3.12"), ("--python", "")])
+def test_an_answer_that_depends_on_the_python_fails_parity_naming_the_example(
+    tmp_path: Path, chosen: tuple[str, str]
+) -> None:
+    option, value = chosen[0], chosen[1] or find_interpreter("3.12").path  # --python alone: serve on its Python
+    notebook = str(FIXTURES / "python_dependent.ipynb")
+    built = run("build", notebook, "-o", str(tmp_path / "out"), option, value, "--json")
     assert built.exit_code == 18, built.output
     error = json.loads(built.stdout)["error"]
     assert error["type"] == "parity_failed"
