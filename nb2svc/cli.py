@@ -162,7 +162,7 @@ def build_command(
         if not as_json:
             _print_build(result)
         if then_verify:
-            verified = verify(result.service_dir, on_check=None if as_json else _print_check)
+            verified = verify(result.service_dir, on_check=None if as_json else _print_check, python=python)
             report["verify"] = verified.to_dict()
             if not as_json:
                 _print_verified(verified)
@@ -177,13 +177,18 @@ def build_command(
 
 @cli.command("verify")
 @click.argument("service_dir", default=".", type=click.Path(path_type=Path))
+@click.option(
+    "--python",
+    metavar="PATH",
+    help="The interpreter of the service's Python.  [default: found on PATH, under pyenv, or by uv]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
-def verify_command(service_dir: Path, as_json: bool) -> None:
+def verify_command(service_dir: Path, python: str | None, as_json: bool) -> None:
     """Install SERVICE_DIR's lock into a fresh environment, serve it, and replay its recorded examples."""
     from nb2svc.verification import verify
 
     with _reporting_errors(as_json, None):
-        result = verify(service_dir, on_check=None if as_json else _print_check)
+        result = verify(service_dir, on_check=None if as_json else _print_check, python=python)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
@@ -211,6 +216,9 @@ def _print_build(result: BuildResult) -> None:
             f"the notebook's second run {again['rerun_seconds']:.1f}s; {len(again['parity'])} examples answered "
             "as in the training kernel"
         )
+        if not again["parity"]:
+            echo("  WARNING: no example was recorded, so parity compared nothing: call the endpoint in the notebook")
+            echo("  after its `predict` cell, or pass --example ENDPOINT JSON")
         for name, change in again["changed_versions"].items():
             echo(f"  {name}: {change['chosen']} instead of the training {change['trained']} (--allow-other-versions)")
     for endpoint in result.manifest.endpoints:

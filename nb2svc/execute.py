@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import nbformat
 from jupyter_client.kernelspec import NoSuchKernel
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
@@ -145,18 +146,21 @@ def execute_notebook(
     timeout: float | None = None,
     on_cell: OnCell | None = None,
     runtime_path: Path | None = None,
+    kernel_manager: KernelManager | None = None,
 ) -> Iterator[ExecutedNotebook]:
     """Run every cell of ``spec`` that is not tagged ``skip``; yield with the kernel still open.
 
     The kernel runs with the notebook's folder as working directory and is shut
     down when the block exits, whether it succeeded or not. With ``runtime_path``
     (the folder holding the service's ``nb2svc_runtime``), the calls later cells
-    make of the endpoints are recorded as examples.
+    make of the endpoints are recorded as examples. ``kernel_manager``, if given, starts the kernel (one of
+    an environment nb2svc made, ``target_python.kernel_in``), ``kernel_name`` naming it in messages.
     """
     name = kernel_name or spec.kernel_name
     cells = [nbformat.v4.new_code_cell(cell.source) for cell in spec.cells_to_run]
     client = NotebookClient(
         nbformat.v4.new_notebook(cells=cells),
+        km=kernel_manager,
         kernel_name=name,
         timeout=timeout,
         allow_errors=False,
@@ -185,7 +189,9 @@ def _recording(kernel: Kernel, spec: NotebookSpec, runtime_path: Path | None) ->
 def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: IO[str]) -> None:
     try:
         # BUILDING tells nb2svc.deploy in the notebook that this run is a build's: it publishes nothing then
-        stack.enter_context(client.setup_kernel(stderr=stderr, env={**os.environ, BUILDING: "1"}))
+        # cleanup_kc: shut down even a kernel whose manager nb2svc gave (nbclient leaves those running by default)
+        environment = {**os.environ, BUILDING: "1"}
+        stack.enter_context(client.setup_kernel(stderr=stderr, env=environment, cleanup_kc=True))
     except NoSuchKernel as exc:
         raise KernelFailed(
             f"no Jupyter kernel named {name!r} is installed. Pass --kernel NAME with one from "

@@ -130,12 +130,17 @@ def _replay(request: dict[str, Any]) -> dict[str, Any]:
 
     answers: dict[str, list[dict[str, Any]]] = {}
     for endpoint in request["endpoints"]:
-        with open(endpoint["artifact"], "rb") as file:
-            function = pickle.load(file)
-        frame = endpoint.get("recorded_frame")
-        invoker = runtime_endpoint.invoker_for(
-            function, manifest.parse(manifest.RecordedFrame, frame) if frame else None
-        )
+        try:
+            with open(endpoint["artifact"], "rb") as file:
+                function = pickle.load(file)
+            frame = endpoint.get("recorded_frame")
+            invoker = runtime_endpoint.invoker_for(
+                function, manifest.parse(manifest.RecordedFrame, frame) if frame else None
+            )
+        except Exception as exc:  # every example fails, saying why
+            failed = {"error": f"its artifact did not load: {type(exc).__name__}: {exc}"}
+            answers[endpoint["name"]] = [failed for _ in endpoint["examples"]]
+            continue
         answered = answers[endpoint["name"]] = []
         for data in endpoint["examples"]:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nb2svc.capture import Capture, capture_endpoints
-from nb2svc.errors import PythonNotFound, UsageError
+from nb2svc.errors import CaptureFailed, CellFailed, KernelFailed, PythonNotFound, UsageError
 from nb2svc.execute import OnCell, execute_notebook
 from nb2svc.interpreters import describe, find_interpreter
 from nb2svc.locking import Lock, LockOptions, lock_requirements
@@ -28,10 +29,13 @@ from nb2svc.render import (
 from nb2svc.requirements import gather_requirements, runtime_pins
 from nb2svc.runtime.manifest import Manifest, NotebookDescription, RequirementEntry, Retarget, VersionChange, plain
 from nb2svc.target_python import (
+    KERNEL_NAME,
     ParityCheck,
     TargetEnvironment,
     check_parity,
+    check_target,
     kernel_in,
+    package_index,
     target_environment,
     unavailable,
 )
@@ -88,6 +92,8 @@ def build(
     lock_options = lock_options or LockOptions()
     if python is not None and lock_options.python_version is None:  # --python alone: serve on that one's Python
         lock_options = dataclasses.replace(lock_options, python_version=_python_of(python))
+    if lock_options.python_version is not None and not re.fullmatch(r"\d+\.\d+", lock_options.python_version):
+        raise UsageError(f"--python-version {lock_options.python_version!r} is not X.Y (e.g. 3.12)")
     spec = read_notebook(notebook)
     unknown = set(examples or {}) - {endpoint.name for endpoint in spec.endpoints}
     if unknown:
@@ -109,9 +115,7 @@ def build(
         kernel_minor = _minor(capture.python_version)
         retargeted = None
         if lock_options.python_version and lock_options.python_version != kernel_minor:
-            retargeted = _retarget(
-                spec, staging, capture, lock_options, python, allow_other_versions, timeout, on_cell, extra
-            )
+            retargeted = _retarget(spec, staging, capture, lock_options, python, allow_other_versions, timeout, on_cell)
             capture = retargeted.capture
         observed = observe_requirements(capture, staging) if requirements_text is None else {}
         unpinned = retargeted.runtime_unpinned if retargeted else frozenset()
@@ -172,23 +176,28 @@ def _retarget(
     allow_other_versions: bool,
     timeout: float | None,
     on_cell: OnCell | None,
-    extra: dict[str, list[Any]],
 ) -> Retargeted:
     """Run the notebook again in an environment of the target Python with the training run's packages at their
     training versions; capture there; replay the training kernel's examples against what was made there."""
     assert lock_options.python_version is not None
     interpreter = find_interpreter(lock_options.python_version, python)
+    check_target(interpreter, lock_options)
     pins = {d.name: d.version for found in observe_requirements(trained, staging).values() for d in found}
     pins["cloudpickle"] = trained.cloudpickle_version
     environment = target_environment(interpreter, pins, lock_options, allow_other_versions)
     # the service's own packages at the builder's versions where they exist for that Python, else the resolver's
-    runtime_unpinned = frozenset(unavailable(dict(runtime_pins()), interpreter, lock_options))
+    runtime_unpinned = frozenset(unavailable(dict(runtime_pins()), interpreter, package_index(lock_options)))
     started = time.perf_counter()
-    with kernel_in(environment.python) as kernel_name:
-        with execute_notebook(
-            spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
-        ) as executed:
-            made = capture_endpoints(executed, staging, extra)
+    try:
+        with kernel_in(environment.python) as manager:
+            with execute_notebook(
+                spec, kernel_name=KERNEL_NAME, kernel_manager=manager, timeout=timeout, on_cell=on_cell,
+                runtime_path=staging,
+            ) as executed:  # fmt: skip
+                made = capture_endpoints(executed, staging, {})  # --example values: replayed by the parity check
+    except (CellFailed, KernelFailed, CaptureFailed) as exc:
+        where = f"in the notebook's second run, in Python {interpreter.version} ({environment.python})"
+        raise type(exc)(f"{where}: {exc.message}", **exc.details) from exc
     rerun_seconds = time.perf_counter() - started
     checks = check_parity(made.python_executable, staging, made.endpoints, trained.endpoints)
     recorded = {e.name: e for e in trained.endpoints}  # what the notebook did is what the training kernel did
@@ -208,7 +217,7 @@ def _retarget(
 def _python_of(path: str) -> str:
     found = describe(path)
     if found is None:
-        raise PythonNotFound(f"--python {path} is not a Python interpreter that runs", python=path)
+        raise PythonNotFound(f"--python {path} is not a Python interpreter that runs", interpreter=path)
     return found.minor
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager, KernelManager
 from packaging import tags
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
@@ -39,19 +41,19 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from nb2svc.errors import PackageUnavailable, ParityFailed
+from nb2svc.errors import IndexUnreachable, PackageUnavailable, ParityFailed, UsageError
 from nb2svc.fresh_python import run_in_fresh_python
 from nb2svc.interpreters import Interpreter
 from nb2svc.locking import LockOptions
 from nb2svc.locking.lock import default_cache_dir
+from nb2svc.requirements import runtime_pins
 from nb2svc.runtime.compare import compare
 from nb2svc.runtime.manifest import EndpointDescription, plain
 
 DEFAULT_INDEX = "https://pypi.org/simple"
-# What the second run needs in the kernel besides the notebook's packages: a kernel, and the validator the
-# runtime reads requests with (the service has it; the examples are read as the service reads them).
-KERNEL_PACKAGES = ("ipykernel", "fastjsonschema")
-_SHOWN_VERSIONS = 8  # the newest versions that exist for the target Python, named when the training one does not
+KERNEL_NAME = "nb2svc-target-python"
+OLDEST = (3, 10)  # what nb2svc's runtime and kernel-side code run on
+_SHOWN_VERSIONS = 8  # versions that exist for the target Python, named when the training one does not
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,22 @@ class TargetEnvironment:
     cached: bool
 
 
+def check_target(interpreter: Interpreter, options: LockOptions) -> None:
+    """Refuse what cannot be built for, before any work: Pythons older than nb2svc's runtime, other
+    implementations than CPython (their wheels' tags differ), and --offline (the environment comes from the index)."""
+    if tuple(int(part) for part in interpreter.minor.split(".")) < OLDEST:
+        raise UsageError(
+            f"--python-version {interpreter.minor}: nb2svc's service runtime runs on Python "
+            f"{'.'.join(map(str, OLDEST))} and later; build for one of those."
+        )
+    if interpreter.implementation != "CPython":
+        raise UsageError(f"{interpreter.path} is {interpreter.implementation}: nb2svc builds for CPython only")
+    if options.offline:
+        raise UsageError(
+            "--offline cannot build for another Python: its environment is installed from the package index"
+        )
+
+
 def target_environment(
     interpreter: Interpreter, pins: dict[str, str], options: LockOptions, allow_other_versions: bool
 ) -> TargetEnvironment:
@@ -73,13 +91,9 @@ def target_environment(
     the interpreter, the pins and the index. PackageUnavailable if a training version has no distribution for
     that Python (unless ``allow_other_versions``: then the resolver picks, and the change is reported)."""
     started = time.perf_counter()
-    identity = [
-        interpreter.version,
-        interpreter.path,
-        sorted(pins.items()),
-        options.index_lines(),
-        allow_other_versions,
-    ]
+    pins = {canonicalize_name(name): version for name, version in pins.items()}
+    index = package_index(options)
+    identity = [interpreter.version, interpreter.path, sorted(pins.items()), index, allow_other_versions]
     key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     folder = (options.cache_dir or default_cache_dir()).parent / "environments" / key
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -89,16 +103,17 @@ def target_environment(
         if complete.is_file():
             changed = {name: (a, b) for name, (a, b) in json.loads(complete.read_text()).items()}
             return TargetEnvironment(_python(folder), interpreter, changed, time.perf_counter() - started, True)
-        missing = unavailable(pins, interpreter, options)
+        missing = unavailable(pins, interpreter, index)
         if missing and not allow_other_versions:
             raise _unavailable(missing, pins, interpreter)
         specs = [name if name in missing else f"{name}=={version}" for name, version in sorted(pins.items())]
+        kernel = ["ipykernel", *(f"{name}=={version}" for name, version in runtime_pins() if name == "fastjsonschema")]
         shutil.rmtree(folder, ignore_errors=True)  # what a build killed halfway left
         try:
             # made where it stays: a virtual environment's scripts name its own path
-            _uv("venv", "--quiet", "--python", interpreter.path, str(folder))
-            _install(_python(folder), [*specs, *KERNEL_PACKAGES], options, interpreter)
-            installed = _installed(_python(folder))
+            _uv(interpreter, "creating its environment", "venv", "--quiet", "--python", interpreter.path, str(folder))
+            _install(_python(folder), [*specs, *kernel], index, interpreter)
+            installed = _installed(_python(folder), interpreter)
             changed = {name: (pins[name], installed.get(name, "?")) for name in missing}
             complete.write_text(json.dumps(changed))
         except BaseException:
@@ -107,62 +122,94 @@ def target_environment(
     return TargetEnvironment(_python(folder), interpreter, changed, time.perf_counter() - started, False)
 
 
+def package_index(options: LockOptions) -> str:
+    """The index packages come from: --index-url, else uv's or pip's configured one, else PyPI."""
+    return options.index_url or os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+
+
 def _python(environment: Path) -> str:
     return str(environment / "bin" / "python")
 
 
-def unavailable(pins: dict[str, str], interpreter: Interpreter, options: LockOptions) -> dict[str, list[str]]:
+def unavailable(pins: dict[str, str], interpreter: Interpreter, index: str) -> dict[str, list[str]]:
     """The pinned packages whose training version has no distribution for ``interpreter``, each with the
-    versions that do (the newest few), read from the index's JSON pages (PEP 691)."""
-    index = options.index_url or os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX
+    versions nearest it that do, read from the index's JSON pages (PEP 691). IndexUnreachable if it is."""
     target = tuple(int(part) for part in interpreter.minor.split("."))
-    supported = set(tags.cpython_tags(python_version=target)) | set(tags.compatible_tags(python_version=target))
+    cpython = f"cp{target[0]}{target[1]}"
+    supported = set(tags.cpython_tags(python_version=target)) | set(
+        tags.compatible_tags(python_version=target, interpreter=cpython)
+    )
     python = Version(interpreter.version)
 
     def check(item: tuple[str, str]) -> tuple[str, list[str] | None]:
-        name, version = item
-        fitting = _fitting_versions(_files(index.rstrip("/"), name), supported, python)
-        if fitting is None or Version(version) in fitting:  # not on this index (a private one?): the install says
+        name, trained = item
+        files = _files(index.rstrip("/"), name)
+        try:
+            version = Version(trained)
+        except InvalidVersion:  # not PEP 440 (a local build): the install says what it can
             return name, None
-        final = sorted(v for v in fitting if not v.is_prerelease or Version(version).is_prerelease)
-        return name, [str(v) for v in final[-_SHOWN_VERSIONS:]]
+        if files is None or version in _fitting_versions(files, supported, python, version):
+            return name, None  # not on this index (a private package?): the install says what it can
+        return name, _nearest(_fitting_versions(files, supported, python, None), version)
 
     with ThreadPoolExecutor(8) as pool:
         return {name: versions for name, versions in pool.map(check, sorted(pins.items())) if versions is not None}
 
 
 def _files(index: str, name: str) -> list[dict[str, Any]] | None:
+    """The index's files of ``name``; None if it has no such project (404)."""
     request = urllib.request.Request(f"{index}/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             files: list[dict[str, Any]] = json.loads(response.read())["files"]
             return files
-    except (OSError, ValueError, KeyError):
-        return None
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise IndexUnreachable(f"the package index {index} answered {exc.code} for {name}", index_url=index) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexUnreachable(
+            f"the package index {index} could not be read for {name} ({exc}): check the network, or --index-url",
+            index_url=index,
+        ) from None
 
 
 def _fitting_versions(
-    files: list[dict[str, Any]] | None, supported: set[tags.Tag], python: Version
-) -> set[Version] | None:
+    files: list[dict[str, Any]], supported: set[tags.Tag], python: Version, pinned: Version | None
+) -> set[Version]:
     """The versions with a distribution for the target Python: a wheel whose tags it supports, or (for a version
-    with no wheels at all, a pure-source package) an sdist; ``requires-python`` allowing it either way."""
-    if files is None:
-        return None
+    with no wheels at all, a pure-source package) an sdist; ``requires-python`` allowing it either way. A yanked
+    file counts only for ``pinned``: an exact pin still installs a yanked release (PEP 592)."""
     wheels: dict[Version, bool] = {}
     sdists: set[Version] = set()
     for file in files:
-        if file.get("yanked") or not _allows(file.get("requires-python"), python):
+        if not _allows(file.get("requires-python"), python):
             continue
         filename = file.get("filename", "")
         try:
             if filename.endswith(".whl"):
                 _, version, _, file_tags = parse_wheel_filename(filename)
-                wheels[version] = wheels.get(version, False) or bool(file_tags & supported)
             elif filename.endswith((".tar.gz", ".zip")):
-                sdists.add(parse_sdist_filename(filename)[1])
+                version, file_tags = parse_sdist_filename(filename)[1], None
+            else:
+                continue
         except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
             continue
+        if file.get("yanked") and version != pinned:
+            continue
+        if file_tags is None:
+            sdists.add(version)
+        else:
+            wheels[version] = wheels.get(version, False) or bool(file_tags & supported)
     return {v for v, fits in wheels.items() if fits} | {v for v in sdists if v not in wheels}
+
+
+def _nearest(versions: set[Version], trained: Version) -> list[str]:
+    """The versions nearest the training one: the newest few below it, then the oldest few above (final
+    releases, unless the training version is a pre-release)."""
+    final = sorted(v for v in versions if not v.is_prerelease or trained.is_prerelease)
+    below, above = [v for v in final if v < trained], [v for v in final if v > trained]
+    return [str(v) for v in below[-(_SHOWN_VERSIONS - 2) :] + above[:2]]
 
 
 def _allows(requires_python: str | None, python: Version) -> bool:
@@ -188,54 +235,46 @@ def _unavailable(missing: dict[str, list[str]], pins: dict[str, str], interprete
     )
 
 
-def _install(python: str, specs: list[str], options: LockOptions, interpreter: Interpreter) -> None:
+def _install(python: str, specs: list[str], index: str, interpreter: Interpreter) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as requirements:
         requirements.write("\n".join(specs) + "\n")
         requirements.flush()
-        command = [_uv_bin(), "pip", "install", "--quiet", "--python", python, *options.index_arguments()]
-        done = subprocess.run([*command, "-r", requirements.name], capture_output=True, text=True)
+        _uv(
+            interpreter,
+            "installing the training run's packages",
+            "pip", "install", "--quiet", "--python", python, "--index-url", index, "-r", requirements.name,
+        )  # fmt: skip
+
+
+def _installed(python: str, interpreter: Interpreter) -> dict[str, str]:
+    listed = _uv(interpreter, "listing its packages", "pip", "list", "--python", python, "--format", "json")
+    return {canonicalize_name(entry["name"]): entry["version"] for entry in json.loads(listed or "[]")}
+
+
+def _uv(interpreter: Interpreter, what: str, *arguments: str) -> str:
+    """``uv ARGUMENTS``' output; PackageUnavailable with the end of what it said if it failed."""
+    from uv import find_uv_bin
+
+    done = subprocess.run([find_uv_bin(), *arguments], capture_output=True, text=True)
     if done.returncode != 0:
         raise PackageUnavailable(
-            f"the training run's packages do not install for Python {interpreter.minor}:\n"
+            f"{what} for Python {interpreter.minor} ({interpreter.path}) failed:\n"
             + "\n".join(done.stderr.strip().splitlines()[-15:]),
             python=interpreter.minor,
         )
-
-
-def _installed(python: str) -> dict[str, str]:
-    command = [_uv_bin(), "pip", "list", "--python", python, "--format", "json"]
-    done = subprocess.run(command, capture_output=True, text=True)
-    return {canonicalize_name(entry["name"]): entry["version"] for entry in json.loads(done.stdout or "[]")}
-
-
-def _uv(*arguments: str) -> None:
-    subprocess.run([_uv_bin(), *arguments], check=True, capture_output=True)
-
-
-def _uv_bin() -> str:
-    from uv import find_uv_bin
-
-    return find_uv_bin()
+    return done.stdout
 
 
 @contextlib.contextmanager
-def kernel_in(python: str) -> Iterator[str]:
-    """A Jupyter kernel spec running ``python``'s ipykernel, found by its name while the block runs."""
-    with tempfile.TemporaryDirectory(prefix="nb2svc-kernels-") as jupyter:
-        name = "nb2svc-target"
-        spec = Path(jupyter) / "kernels" / name
-        spec.mkdir(parents=True)
+def kernel_in(python: str) -> Iterator[KernelManager]:
+    """A manager of kernels running ``python``'s ipykernel, from a kernel spec of its own (nothing global is
+    changed: another build at the same time, or the kernel itself, never sees it)."""
+    with tempfile.TemporaryDirectory(prefix="nb2svc-kernels-") as specs:
+        spec = Path(specs) / KERNEL_NAME
+        spec.mkdir()
         argv = [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
-        previous = os.environ.get("JUPYTER_PATH")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [jupyter, previous]))
-        try:
-            yield name
-        finally:
-            if previous is None:
-                del os.environ["JUPYTER_PATH"]
-            else:
-                os.environ["JUPYTER_PATH"] = previous
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": python, "language": "python"}))
+        yield AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=KernelSpecManager(kernel_dirs=[specs]))
 
 
 @dataclass(frozen=True)

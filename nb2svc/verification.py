@@ -69,7 +69,7 @@ class VerifyResult:
 OnCheck = Callable[[ExampleCheck], None]
 
 
-def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> VerifyResult:
+def verify(service_dir: str | Path, *, on_check: OnCheck | None = None, python: str | None = None) -> VerifyResult:
     """Install ``service_dir``'s lock into a fresh environment, serve from it, replay every recorded example.
 
     Raises ``VerifyEnvironmentFailed`` if the lock does not install, ``ServiceDidNotStart`` if the
@@ -81,7 +81,7 @@ def verify(service_dir: str | Path, *, on_check: OnCheck | None = None) -> Verif
     service_dir = Path(service_dir).resolve()
     check_service_dir(service_dir)
     manifest = _manifest(service_dir)
-    python = find_python(manifest.python.minor)
+    python = find_python(manifest.python.minor, python)
     try:
         result = _verified(service_dir, manifest, python, on_check or (lambda _: None), started)
     except (VerifyEnvironmentFailed, ServiceDidNotStart, VerifyMismatch):
@@ -125,10 +125,11 @@ def _manifest(service_dir: Path) -> Manifest:
         raise ServiceDirInvalid(str(exc), path=str(service_dir)) from None
 
 
-def find_python(minor: str) -> str:
-    """An interpreter for Python ``minor`` (X.Y): this one, or one on PATH, under pyenv or known to uv."""
+def find_python(minor: str, explicit: str | None = None) -> str:
+    """An interpreter for Python ``minor`` (X.Y): ``explicit`` (``--python``), this one, or one on PATH, under
+    pyenv or known to uv."""
     try:
-        return find_interpreter(minor).path
+        return find_interpreter(minor, explicit).path
     except PythonNotFound as exc:
         raise VerifyEnvironmentFailed(
             f"the service was built for Python {minor}: {exc.message}", python=minor
