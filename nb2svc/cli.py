@@ -452,6 +452,91 @@ def serve_command(
             serve(service_dir or Path("."), port=8000 if port is None else port, **options)
 
 
+@cli.group("export")
+def export_group() -> None:
+    """Write the files another platform runs a service directory with."""
+
+
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+
+
+def _quantity(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import re
+
+    if not re.match(_QUANTITY, value):
+        raise click.BadParameter(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 2Gi)")
+    return value
+
+
+def _setting_pair(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for text in values:
+        variable, equals, value = text.partition("=")
+        if not equals or not variable:
+            raise click.BadParameter(f"{text!r} is not VARIABLE=VALUE (e.g. NB2SVC_TIMEOUT=30)")
+        pairs.append((variable, value))
+    return tuple(pairs)
+
+
+@export_group.command("kubernetes")
+@click.argument("service_dir", type=click.Path(path_type=Path))
+@click.option("--image", required=True, help="The service's container image (built from its Dockerfile).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="YAML file to write.  [default: stdout]")
+@click.option("--name", help="Name of every object (DNS-1123 label).  [default: the manifest's name, lower-case]")
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1), help="Replicas, and the minimum.")
+@click.option("--max-replicas", default=5, show_default=True, type=click.IntRange(min=1), help="The maximum.")
+@click.option(
+    "--cpu-utilization",
+    default=70,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="The autoscaler's target: percent of the CPU request.",
+)
+@click.option("--cpu-request", default="500m", show_default=True, callback=_quantity)
+@click.option("--memory-request", default="512Mi", show_default=True, callback=_quantity)
+@click.option("--cpu-limit", default="2", show_default=True, callback=_quantity)
+@click.option("--memory-limit", default="2Gi", show_default=True, callback=_quantity)
+@click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="VARIABLE=VALUE",
+    callback=_setting_pair,
+    help="A service setting (e.g. NB2SVC_TIMEOUT=30), checked as the service reads it. Repeatable.",
+)
+@click.option("--api-key-secret", help="The Secret holding NB2SVC_API_KEY.  [default: NAME-api-key]")
+@click.option("--api-key-secret-key", default="api-key", show_default=True, help="Its key.")
+@click.option("--require-api-key", is_flag=True, help="Pods do not start without the Secret.  [default: optional]")
+@click.option(
+    "--load-seconds",
+    type=click.FloatRange(min=0),
+    help="The model's load time, to size the startup probe.  [default: measured by loading the service here]",
+)
+@click.option("--kserve", is_flag=True, help="A KServe InferenceService (v1beta1) instead.")
+def export_kubernetes_command(
+    service_dir: Path,
+    image: str,
+    output: Path | None,
+    cpu_request: str,
+    memory_request: str,
+    cpu_limit: str,
+    memory_limit: str,
+    **options: Any,
+) -> None:
+    """Kubernetes objects that run SERVICE_DIR's image: a Deployment, Service, HorizontalPodAutoscaler and
+    PodDisruptionBudget, or with --kserve a KServe InferenceService. The API key comes from a Secret."""
+    from nb2svc.kubernetes import KubernetesOptions, Resources, kubernetes_objects, to_yaml
+
+    resources = Resources(cpu_request, memory_request, cpu_limit, memory_limit)
+    with _reporting_errors(False, None):
+        text = to_yaml(kubernetes_objects(service_dir, KubernetesOptions(image, resources=resources, **options)))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+
+
 class _Progress:
     """Prints one line per cell on stderr: the cell when it starts, its time when it ends."""
 
