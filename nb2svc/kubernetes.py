@@ -31,7 +31,8 @@ LOAD_MARGIN = 3
 MIN_STARTUP_SECONDS = 60
 # KServe's own fields of a predictor: the rest of it is a core/v1 PodSpec.
 KSERVE_PREDICTOR_FIELDS = ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget")
-_DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A Service's name (and an InferenceService's) must be a DNS-1035 label: DNS-1123's, starting with a letter.
+_DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Resources:
 @dataclass(frozen=True)
 class KubernetesOptions:
     image: str
-    name: str | None = None  # default: the manifest's name as a DNS-1123 label
+    name: str | None = None  # default: the manifest's name as a DNS-1035 label
     replicas: int = 2  # the Deployment's, and the autoscaler's minimum
     max_replicas: int = 5
     cpu_utilization: int = 70  # the autoscaler's target, percent of the CPU request
@@ -94,16 +95,20 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
 
 
 def dns_name(text: str) -> str:
-    """``text`` as a DNS-1123 label: lower case, ``_`` and other characters as ``-``, at most 63 characters."""
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].strip("-")
-    return name or "nb2svc-service"
+    """``text`` as a DNS-1035 label: lower case, ``_`` and other characters as ``-``, starting with a letter, at most
+    63 characters."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if not name[:1].isalpha():
+        name = f"model-{name}"
+    return name[:63].strip("-")
 
 
 def checked_name(name: str) -> str:
-    if not _DNS_1123_LABEL.match(name) or len(name) > 63:
+    if not _DNS_1035_LABEL.match(name) or len(name) > 63:
         raise UsageError(
-            f"--name {name!r} is not a valid Kubernetes name (DNS-1123 label): use at most 63 lower-case letters, "
-            f"digits and '-', starting and ending with a letter or digit, e.g. {dns_name(name)!r}"
+            f"--name {name!r} is not a valid Kubernetes name (DNS-1035 label, as a Service's): use at most 63 "
+            f"lower-case letters, digits and '-', starting with a letter and ending with a letter or digit, e.g. "
+            f"{dns_name(name)!r}"
         )
     return name
 
