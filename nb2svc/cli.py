@@ -482,9 +482,21 @@ def _setting_pair(ctx: click.Context, param: click.Parameter, values: tuple[str,
 @click.argument("service_dir", type=click.Path(path_type=Path))
 @click.option("--image", required=True, help="The service's container image (built from its Dockerfile).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="YAML file to write.  [default: stdout]")
-@click.option("--name", help="Name of every object (DNS-1123 label).  [default: the manifest's name, lower-case]")
-@click.option("--replicas", default=2, show_default=True, type=click.IntRange(min=1), help="Replicas, and the minimum.")
-@click.option("--max-replicas", default=5, show_default=True, type=click.IntRange(min=1), help="The maximum.")
+@click.option(
+    "--name",
+    help="Name of every object: lower-case letters, digits and '-', starting with a letter (a DNS-1035 label).  "
+    "[default: the manifest's name, lower-case, '_' as '-']",
+)
+@click.option(
+    "--replicas",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Replicas at the start, and the autoscaler's minimum.",
+)
+@click.option(
+    "--max-replicas", default=5, show_default=True, type=click.IntRange(min=1), help="The autoscaler's maximum."
+)
 @click.option(
     "--cpu-utilization",
     default=70,
@@ -492,10 +504,10 @@ def _setting_pair(ctx: click.Context, param: click.Parameter, values: tuple[str,
     type=click.IntRange(1, 100),
     help="The autoscaler's target: percent of the CPU request.",
 )
-@click.option("--cpu-request", default="500m", show_default=True, callback=_quantity)
-@click.option("--memory-request", default="512Mi", show_default=True, callback=_quantity)
-@click.option("--cpu-limit", default="2", show_default=True, callback=_quantity)
-@click.option("--memory-limit", default="2Gi", show_default=True, callback=_quantity)
+@click.option("--cpu-request", default="500m", show_default=True, callback=_quantity, help="CPU each pod asks for.")
+@click.option("--memory-request", default="512Mi", show_default=True, callback=_quantity, help="Memory it asks for.")
+@click.option("--cpu-limit", default="2", show_default=True, callback=_quantity, help="CPU it may use.")
+@click.option("--memory-limit", default="2Gi", show_default=True, callback=_quantity, help="Memory it may use.")
 @click.option(
     "--env",
     "env",

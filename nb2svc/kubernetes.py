@@ -18,7 +18,7 @@ import yaml
 
 from nb2svc.errors import ServiceDirInvalid, UsageError
 from nb2svc.runtime.manifest import Manifest, ManifestError, read_manifest
-from nb2svc.runtime.settings import SETTINGS, SettingError
+from nb2svc.runtime.settings import SETTINGS
 
 PORT = 8000
 USER_ID = 10001
@@ -145,9 +145,9 @@ def environment(given: tuple[tuple[str, str], ...], secret: str, options: Kubern
                 f"--env {variable}: not a setting of the service; the settings are {', '.join(sorted(settings))}"
             )
         try:
-            settings[variable].read(value)
-        except SettingError as exc:
-            raise UsageError(f"--env {exc}") from None
+            settings[variable].parse(value)
+        except ValueError as exc:  # the runtime would refuse to start with it
+            raise UsageError(f"--env {variable}={value!r} cannot be used: {exc}") from None
         env.append({"name": variable, "value": value})
     _check_secret_name(secret)
     key_ref = {"name": secret, "key": options.api_key_secret_key, "optional": not options.require_api_key}

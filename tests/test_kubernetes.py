@@ -188,7 +188,7 @@ def test_settings_and_the_api_key_from_a_secret(made_service: Path) -> None:
 def test_a_bad_setting_is_refused_naming_the_variable(made_service: Path) -> None:
     result = export(str(made_service), "--image", IMAGE, "--load-seconds", "1", "--env", "NB2SVC_TIMEOUT=soon")
     assert result.exit_code == 2
-    assert "NB2SVC_TIMEOUT='soon'" in result.stderr
+    assert "--env NB2SVC_TIMEOUT='soon' cannot be used: could not convert" in result.stderr
     unknown = export(str(made_service), "--image", IMAGE, "--load-seconds", "1", "--env", "NB2SVC_TIMOUT=3")
     assert unknown.exit_code == 2
     assert "NB2SVC_TIMOUT: not a setting of the service" in unknown.stderr
@@ -238,3 +238,12 @@ def test_the_yaml_file_holds_the_same_objects(service_dir: Path, tmp_path: Path)
         assert (
             kubernetes_validate.validate_resource(resource, "k8s.yaml", KUBERNETES_VERSIONS[-1], True, True, False) == 0
         )
+
+
+def test_bad_counts_and_quantities_are_refused(made_service: Path) -> None:
+    fewer = export(str(made_service), "--image", IMAGE, "--load-seconds", "1", "--replicas", "3", "--max-replicas", "2")
+    assert fewer.exit_code == 2
+    assert "--max-replicas 2 is below --replicas 3" in fewer.stderr
+    quantity = export(str(made_service), "--image", IMAGE, "--load-seconds", "1", "--memory-limit", "2GB")
+    assert quantity.exit_code == 2
+    assert "'2GB' is not a Kubernetes quantity" in quantity.stderr
