@@ -91,7 +91,23 @@ def kubernetes_objects(service_dir: str | Path, options: KubernetesOptions) -> l
 
 def to_yaml(objects: list[dict[str, Any]]) -> str:
     """One YAML document per object, in order, keys as written."""
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML reads YAML 1.1, kubectl 1.2: a string that 1.2 reads as a number (a digest such as ``1234e5678901``)
+    is quoted, or the label would reach the API server as a number."""
+
+
+# YAML 1.2's core schema's numbers (PyYAML already quotes what 1.1 reads as one, and true/false/yes/no...).
+_YAML_1_2_NUMBER = re.compile(r"^([-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+)$")
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'" if _YAML_1_2_NUMBER.match(value) else None)
+
+
+_Dumper.add_representer(str, _string)
 
 
 def dns_name(text: str) -> str:
@@ -284,6 +300,7 @@ def _container(
 def _pod_spec(container: dict[str, Any]) -> dict[str, Any]:
     """The pod around ``container``: non-root, and a writable /tmp since the root filesystem is read-only."""
     return {
+        "automountServiceAccountToken": False,  # the service never calls the Kubernetes API
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": USER_ID,

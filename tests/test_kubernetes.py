@@ -23,6 +23,7 @@ from nb2svc.kubernetes import (
     KubernetesOptions,
     kubernetes_objects,
     startup_probe,
+    to_yaml,
 )
 from nb2svc.runtime.load import LoadedService, load_service
 
@@ -247,3 +248,18 @@ def test_bad_counts_and_quantities_are_refused(made_service: Path) -> None:
     quantity = export(str(made_service), "--image", IMAGE, "--load-seconds", "1", "--memory-limit", "2GB")
     assert quantity.exit_code == 2
     assert "'2GB' is not a Kubernetes quantity" in quantity.stderr
+
+
+def test_strings_that_yaml_1_2_reads_as_numbers_are_quoted() -> None:
+    text = to_yaml([{"labels": {"version": "1234e5678901", "hex": "0x1f", "plain": "65a7c3", "release": "0.1.0"}}])
+    assert "version: '1234e5678901'" in text
+    assert "hex: '0x1f'" in text
+    assert "plain: 65a7c3" in text
+    assert "release: 0.1.0" in text
+    assert list(yaml.safe_load_all(text))[0]["labels"]["version"] == "1234e5678901"
+
+
+def test_a_directory_that_is_not_a_service_is_refused(tmp_path: Path) -> None:
+    result = export(str(tmp_path), "--image", IMAGE, "--load-seconds", "1")
+    assert result.exit_code == 10
+    assert "is not a service directory nb2svc can export" in result.stderr
