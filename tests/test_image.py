@@ -118,6 +118,7 @@ def uids_of_descendants(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.container
+@pytest.mark.network  # the build locks, and the wheels come, from the package index
 def test_the_image_serves_the_example_from_its_own_filesystem_as_user_10001(
     built: tuple[Manifest, dict[str, Any]], unused_tcp_port: int
 ) -> None:
@@ -142,6 +143,7 @@ def test_the_image_serves_the_example_from_its_own_filesystem_as_user_10001(
 
 
 @pytest.mark.container
+@pytest.mark.network  # the build locks, and the wheels come, from the package index
 def test_the_image_says_what_it_holds_and_keeps_no_wheels(built: tuple[Manifest, dict[str, Any]]) -> None:
     manifest, result = built
     image = config(result["image_id"])
