@@ -25,11 +25,12 @@ from click.testing import CliRunner
 
 import nb2svc
 from nb2svc.cli import cli
-from nb2svc.errors import ContainerToolNotFound, WheelUnavailable
+from nb2svc.errors import ContainerToolNotFound, ImageBuildFailed, WheelUnavailable
 from nb2svc.image import ContainerTool, _wheel_error, build_command, manylinux_platforms, podman_options
 from nb2svc.runtime.manifest import Manifest, read_manifest
+from nb2svc.targets import write_targets
 
-from helpers import FIXTURES, post_json, running_server
+from helpers import FIXTURES, make_service, post_json, running_server
 
 BASE_IMAGE = "localhost/nb2svc-test-base:bookworm"  # Debian bookworm: python3 3.11
 PODMAN = ["podman", *podman_options()]
@@ -166,8 +167,6 @@ def test_the_image_says_what_it_holds_and_keeps_no_wheels(built: tuple[Manifest,
 
 
 def test_no_container_tool_says_how_to_install_podman(tmp_path: Path) -> None:
-    from helpers import make_service
-
     service = make_service(tmp_path / "service", double=lambda x: x * 2)
     (service / "Dockerfile").write_text("FROM scratch\n")
     done = CliRunner().invoke(cli, ["image", str(service)], env={"PATH": str(tmp_path / "empty")})
@@ -192,3 +191,15 @@ def test_a_package_without_a_wheel_for_the_image_is_named() -> None:
     assert isinstance(error, WheelUnavailable) and error.details["package"] == "pysomething==1.0"
     assert error.message.startswith("pysomething==1.0 has no wheel for Python 3.11 on Linux")
     assert "manylinux_2_5_x86_64" in manylinux_platforms("x86_64")
+
+
+@pytest.mark.container
+def test_a_failed_build_ends_with_the_tools_output(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "service", double=lambda x: x * 2)
+    write_targets(service, read_manifest(service))
+    (service / "requirements.txt").write_text("")
+    if not shutil.which("podman"):
+        pytest.fail("podman is needed: `make container-tools` installs it")
+    done = CliRunner().invoke(cli, ["image", str(service), "--tool", "podman", "--base-image", "localhost/no-such:1"])
+    assert done.exit_code == ImageBuildFailed.exit_code, done.output
+    assert "podman build failed" in done.output and "localhost/no-such:1" in done.output
