@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install browser lint test demo bench clean
+.PHONY: install browser container-tools lint test demo bench clean
 
 install: $(STAMP)
 
@@ -20,13 +20,18 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The container image test (pytest marker `container`) builds with podman on a Debian base made by mmdebstrap.
+container-tools:
+	@command -v podman >/dev/null && command -v mmdebstrap >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq podman mmdebstrap >/dev/null; }
+
 # ruff (pyproject's [tool.ruff]) and mypy (strict on nb2svc/, lenient on tests and bench: [tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check nb2svc tests bench
 	$(BIN)/ruff format --check nb2svc tests bench
 	$(BIN)/mypy
 
-test: lint browser
+test: lint browser container-tools
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)

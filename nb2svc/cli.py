@@ -195,6 +195,45 @@ def verify_command(service_dir: Path, python: str | None, as_json: bool) -> None
         _print_verified(result)
 
 
+@cli.command("image")
+@click.argument("service_dir", default=".", type=click.Path(path_type=Path))
+@click.option("--tag", help="Name of the image.  [default: NAME:VERSION of the manifest]")
+@click.option(
+    "--base-image",
+    metavar="IMAGE",
+    help="Image to build on: a Python of the service's X.Y at python3, glibc 2.36 or newer.  "
+    "[default: docker.io/library/python:X.Y-slim]",
+)
+@click.option(
+    "--tool",
+    type=click.Choice(["podman", "buildah", "docker"]),
+    help="Container tool to build with.  [default: the first of podman, buildah, docker on PATH]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object describing the result on stdout.")
+def image_command(service_dir: Path, tag: str | None, base_image: str | None, tool: str | None, as_json: bool) -> None:
+    """Build SERVICE_DIR's container image: the locked wheels are downloaded here, the build has no network."""
+    from nb2svc.image import build_image
+
+    with _reporting_errors(as_json, None):
+        result = build_image(
+            service_dir,
+            tag=tag,
+            base_image=base_image,
+            tool=tool,
+            on_step=lambda step: None if as_json else click.echo(f"{step}...", err=True),
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    size = f"{result.size_bytes / 1e6:.0f} MB" if result.size_bytes is not None else "size unknown"
+    click.echo(
+        f"built {result.tag} ({result.image_id[:12]}, {size}) with {result.tool} in {result.build_seconds:.1f}s, "
+        f"after downloading {result.wheels} wheels in {result.download_seconds:.1f}s",
+        err=True,
+    )
+    click.echo(result.image_id)
+
+
 def _parse_examples(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[Any]]:
     examples: dict[str, list[Any]] = {}
     for endpoint, text in pairs:

@@ -141,3 +141,24 @@ class ParityFailed(Nb2svcError):
 
     exit_code = 18
     kind = "parity_failed"
+
+
+class ContainerToolNotFound(Nb2svcError):
+    """``nb2svc image`` found no container tool (podman, buildah, docker) on PATH."""
+
+    exit_code = 19
+    kind = "container_tool_not_found"
+
+
+class WheelUnavailable(Nb2svcError):
+    """A locked package has no wheel for the image's Python and platform, or the wheels could not be downloaded."""
+
+    exit_code = 20
+    kind = "wheel_unavailable"
+
+
+class ImageBuildFailed(Nb2svcError):
+    """The container tool failed to build the service's image."""
+
+    exit_code = 21
+    kind = "image_build_failed"

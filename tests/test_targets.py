@@ -25,8 +25,13 @@ def test_every_target_writes_its_files(tmp_path: Path) -> None:
         "app.py",
     ]
     dockerfile = (tmp_path / "Dockerfile").read_text()
-    assert f"FROM python:{manifest.python.minor}-slim" in dockerfile
-    assert "pip install --no-cache-dir --require-hashes -r requirements.txt" in dockerfile
+    assert f"ARG BASE_IMAGE=docker.io/library/python:{manifest.python.minor}-slim\n" in dockerfile
+    assert "--no-index --find-links /wheels --require-hashes --no-deps -r /tmp/requirements.txt" in dockerfile
+    assert "USER 10001:10001\n" in dockerfile
+    assert f'org.opencontainers.image.version="{manifest.version}"' in dockerfile
+    assert f'io.nb2svc.notebook.sha256="{manifest.notebook.sha256}"' in dockerfile
+    assert "urlopen('http://127.0.0.1:8000/health'" in dockerfile
+    assert "wheels/" not in (tmp_path / ".dockerignore").read_text().splitlines()
     assert "curl -s -X POST localhost:8000/v1/double/latest" in (tmp_path / "README.md").read_text()
 
 

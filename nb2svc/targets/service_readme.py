@@ -26,6 +26,7 @@ def files(manifest: Manifest) -> dict[str, str]:
         built_at=manifest.built_at,
         python_version=manifest.python.version,
         python_minor=manifest.python.minor,
+        download_hashes="--require-hashes " if lock.hashes else "",
         cloudpickle_version=manifest.cloudpickle_version,
         endpoints="".join(_endpoint_section(e) for e in manifest.endpoints),
     )
