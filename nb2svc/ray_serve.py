@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from nb2svc.errors import ServiceDirInvalid, UsageError
+from nb2svc.errors import ServiceDidNotStart, ServiceDirInvalid, UsageError
 from nb2svc.serve import _settings_from, check_service_dir
 
 INSTALL_HINT = "Ray Serve is not installed: pip install 'nb2svc[ray]'"
@@ -68,12 +68,31 @@ def serve_ray(
         signal.signal(number, lambda signum, frame: stop.set())
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(application, name=name, route_prefix="/")
+        try:
+            serve.run(application, name=name, route_prefix="/")
+        except RuntimeError as exc:  # Ray Serve's "Deploying application ... failed"
+            raise ServiceDidNotStart(_why_not_deployed(serve, service_dir, exc), path=str(service_dir)) from None
         announce(f"serving {service_dir} on Ray Serve at http://{host}:{port} (application {name!r}); Ctrl-C stops")
         stop.wait()
     finally:
         serve.delete(name)
         ray.shutdown()
+
+
+def _why_not_deployed(serve: Any, service_dir: Path, exc: RuntimeError) -> str:
+    """What Ray Serve says of the replicas that did not start: the runtime's reason when it is one (a replica
+    whose service is not ready fails its first health check), otherwise the end of Ray's message."""
+    name = service_dir.name
+    status = serve.status().applications.get(name)
+    said = "\n".join(d.message for d in status.deployments.values() if d.message) if status else ""
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    reasons = [line.removeprefix("RuntimeError: ") for line in lines if line.startswith("RuntimeError: service not")]
+    detail = "\n  ".join(dict.fromkeys(reasons) or lines[-8:] or [str(exc)])
+    return (
+        f"Ray Serve could not start the replicas of {name}:\n  {detail}\n"
+        f"Check the service on this machine with `nb2svc verify {service_dir}`; the cluster's Python needs its "
+        "requirements.txt installed."
+    )
 
 
 def _import_ray() -> tuple[Any, Any]:

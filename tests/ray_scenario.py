@@ -16,6 +16,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,7 @@ class Stream:
         self.lock = threading.Lock()
         self.ok = 0
         self.failed: list[str] = []
+        self.retried_ok = 0  # failures whose immediate retry was answered
         self.threads = [threading.Thread(target=self._client) for _ in range(STREAM_THREADS)]
 
     def __enter__(self) -> Stream:
@@ -85,21 +87,28 @@ class Stream:
     def _client(self) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         while not self.stopping.is_set():
-            try:
-                connection.request("POST", self.route, body=self.body, headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                text = response.read()
-                outcome = None if response.status == 200 else f"{response.status} {text[:200]!r}"
-            except (OSError, http.client.HTTPException) as exc:
-                outcome = f"{type(exc).__name__}: {exc}"
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            connection, outcome = self._post(connection)
+            retried = None
+            if outcome is not None:  # would the client's one retry have been answered?
+                connection, retried = self._post(connection)
             with self.lock:
                 if outcome is None:
                     self.ok += 1
                 else:
                     self.failed.append(outcome)
+                    self.retried_ok += retried is None
         connection.close()
+
+    def _post(self, connection: http.client.HTTPConnection) -> tuple[http.client.HTTPConnection, str | None]:
+        """The connection to go on with, and None or what went wrong."""
+        try:
+            connection.request("POST", self.route, body=self.body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            text = response.read()
+            return connection, None if response.status == 200 else f"{response.status} {text[:200]!r}"
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30), f"{type(exc).__name__}: {exc}"
 
 
 def replica_pids(name: str) -> list[int]:
@@ -134,6 +143,7 @@ def kill_one_replica(name: str, route: str, example: Any) -> dict[str, Any]:
         "replaced_after_seconds": replaced_after,
         "ok": stream.ok,
         "failed": stream.failed,
+        "retried_ok": stream.retried_ok,
     }
 
 
@@ -145,6 +155,18 @@ def requests_per_second(port: int, route: str, example: Any, seconds: float) -> 
     with Stream(port, route, example) as stream:
         time.sleep(seconds)
     return stream.ok / seconds
+
+
+def deploy_broken_copy(service_dir: Path, scratch: Path, env: dict[str, str]) -> dict[str, Any]:
+    """A copy whose artifact changed after the build: its replicas fail their first health check."""
+    broken = scratch / "broken"
+    shutil.copytree(service_dir, broken)
+    artifact = next((broken / "artifacts").glob("*.pkl"))
+    artifact.write_bytes(artifact.read_bytes() + b"changed")
+    command = [sys.executable, "-m", "nb2svc", "serve", str(broken), "--ray", "--address", GCS, "--port", "8002"]
+    started = time.monotonic()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    return {"exit": finished.returncode, "stderr": finished.stderr[-3000:], "seconds": time.monotonic() - started}
 
 
 def main(service_dir: Path, scratch: Path) -> None:
@@ -178,6 +200,7 @@ def main(service_dir: Path, scratch: Path) -> None:
         ray_server.process.send_signal(signal.SIGTERM)  # the application is deleted, then the command exits
         observed["serve_exit"] = ray_server.process.wait(timeout=60)
         observed["ray_output"] = ray_server.output()[-4000:]
+    observed["broken"] = deploy_broken_copy(service_dir, scratch, env)
     (scratch / "observed.json").write_text(json.dumps(observed, indent=1))
     head.send_signal(signal.SIGTERM)  # the rest ends with this namespace's first process: this one
 
