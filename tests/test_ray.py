@@ -40,7 +40,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ).service_dir
     scratch = tmp_path_factory.mktemp("ray")
     inside = f"ip link set lo up && exec {sys.executable} {SCENARIO} {service_dir} {scratch}"
-    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", inside]
+    # --kill-child: if this test gives up (timeout), unshare's end takes the namespace's first process with it.
+    command = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", inside]
     env = {**os.environ, "PYTHONPATH": str(SCENARIO.parent)}
     finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     results = scratch / "observed.json"

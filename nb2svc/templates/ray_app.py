@@ -64,7 +64,6 @@ def application(
         Nb2svcReplica,
         name=name or SERVICE_DIR.name,
         ray_actor_options={"runtime_env": runtime_env},
-        health_check_period_s=2,
         **scaling,
     )
     return deployment.bind()
