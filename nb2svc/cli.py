@@ -452,6 +452,12 @@ def remove_command(name: str, version: int, registry: Path | None) -> None:
     type=click.IntRange(min=0),
     help="Seconds in-flight requests get after SIGTERM.",
 )
+@click.option(
+    "--ray", "use_ray", is_flag=True, help="Deploy on a Ray cluster with Ray Serve (pip install 'nb2svc[ray]')."
+)
+@click.option("--replicas", type=click.IntRange(min=1), help="With --ray: this many replicas.  [default: 1]")
+@click.option("--autoscale", metavar="MIN:MAX", help="With --ray: between MIN and MAX replicas, by Ray's autoscaler.")
+@click.option("--address", help="With --ray: the Ray cluster's address.  [default: RAY_ADDRESS, or a local Ray]")
 @_setting_options
 def serve_command(
     service_dir: Path | None,
@@ -460,13 +466,21 @@ def serve_command(
     port: int | None,
     workers: int,
     graceful_timeout: int,
+    use_ray: bool,
+    replicas: int | None,
+    autoscale: str | None,
+    address: str | None,
     **given: Any,
 ) -> None:
     """Serve SERVICE_DIR (a directory written by `nb2svc build`; default: the current one) with uvicorn, or with
     --registry DIR every deployment of a registry at /v1/NAME/VERSION.
 
+    With --ray, SERVICE_DIR is deployed on a Ray cluster with Ray Serve (its ray_app.py), Ray's HTTP proxy on
+    --host and --port.
+
     The API key is read from NB2SVC_API_KEY only (comma-separated keys), never from a flag.
     """
+    _refuse_ray_combinations(use_ray, registry, workers, replicas, autoscale, address)
     if registry is not None and service_dir is not None:
         raise click.UsageError(
             f"serve either SERVICE_DIR ({service_dir}) or --registry {registry}, not both: a registry's "
@@ -481,6 +495,14 @@ def serve_command(
             variables[setting.variable] = ",".join(value)
         elif isinstance(value, str):
             variables[setting.variable] = value
+    if use_ray:
+        from nb2svc.ray_serve import RayOptions, parse_autoscale, serve_ray
+
+        with _reporting_errors(False, None):
+            bounds = parse_autoscale(autoscale) if autoscale else None
+            ray_options = RayOptions(address, replicas, bounds)
+            serve_ray(service_dir or Path("."), ray_options, host=host, port=port or 8000, settings=variables)
+        return
     from nb2svc.serve import serve, serve_registry
 
     options: dict[str, Any] = dict(host=host, workers=workers, graceful_timeout=graceful_timeout, settings=variables)
@@ -489,6 +511,28 @@ def serve_command(
             serve_registry(registry, port=REGISTRY_PORT if port is None else port, **options)
         else:
             serve(service_dir or Path("."), port=8000 if port is None else port, **options)
+
+
+def _refuse_ray_combinations(
+    use_ray: bool, registry: Path | None, workers: int, replicas: int | None, autoscale: str | None, address: str | None
+) -> None:
+    """Exit 2 with every reason the Ray options cannot be used together."""
+    reasons = []
+    if use_ray and workers > 1:
+        reasons.append(f"--workers {workers} with --ray: Ray Serve runs replicas, ask for them with --replicas")
+    if use_ray and registry is not None:
+        reasons.append("--registry with --ray: Ray Serve serves one SERVICE_DIR")
+    if replicas is not None and autoscale is not None:
+        reasons.append("--replicas with --autoscale: give a fixed number or MIN:MAX, not both")
+    ray_only = [
+        flag
+        for flag, value in (("--replicas", replicas), ("--autoscale", autoscale), ("--address", address))
+        if value is not None
+    ]
+    if ray_only and not use_ray:
+        reasons.append(f"{', '.join(ray_only)} without --ray: they say how to run on Ray Serve")
+    if reasons:
+        raise click.UsageError("; ".join(reasons))
 
 
 @cli.group("export")

@@ -116,7 +116,7 @@ class VerifyEnvironmentFailed(Nb2svcError):
 
 
 class ServiceDidNotStart(Nb2svcError):
-    """``verify`` started the service and it did not answer."""
+    """``verify`` started the service and it did not answer, or Ray Serve could not start its replicas."""
 
     exit_code = 15
     kind = "service_did_not_start"

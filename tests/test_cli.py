@@ -18,7 +18,7 @@ from nb2svc.cli import cli
 from nb2svc.runtime.app import create_app
 from nb2svc.runtime.manifest import MANIFEST_FORMAT, read_manifest
 
-from helpers import FIXTURES, kernel_processes
+from helpers import FIXTURES, kernel_processes, make_service
 
 LR = FIXTURES / "linear_regression.ipynb"
 
@@ -251,6 +251,35 @@ def test_serve_refuses_a_directory_that_is_not_a_service(tmp_path: Path) -> None
     result = run("serve", str(tmp_path))
     assert result.exit_code == 10
     assert "is not a service directory (missing: app.py, manifest.json, nb2svc_runtime)" in result.stderr
+
+
+def test_serve_refuses_ray_options_that_cannot_go_together_and_says_every_reason(tmp_path: Path) -> None:
+    result = run("serve", str(tmp_path), "--ray", "--workers", "2", "--replicas", "2", "--autoscale", "1:3")
+    assert result.exit_code == 2
+    assert "--workers 2 with --ray: Ray Serve runs replicas, ask for them with --replicas" in result.stderr
+    assert "--replicas with --autoscale: give a fixed number or MIN:MAX, not both" in result.stderr
+    alone = run("serve", str(tmp_path), "--replicas", "2", "--address", "10.0.0.1:6379")
+    assert alone.exit_code == 2
+    assert "--replicas, --address without --ray: they say how to run on Ray Serve" in alone.stderr
+
+
+@pytest.mark.parametrize("bounds", ["3", "3:1", "a:b", "0:0"])
+def test_serve_refuses_an_autoscale_that_is_not_min_max(tmp_path: Path, bounds: str) -> None:
+    result = run("serve", str(tmp_path), "--ray", "--autoscale", bounds)
+    assert result.exit_code == 2
+    assert f"--autoscale {bounds}: give MIN:MAX replicas" in result.stderr
+
+
+def double(x):
+    return x * 2
+
+
+def test_serve_ray_without_ray_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = make_service(tmp_path / "service", runnable=True, double=double)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = run("serve", str(service), "--ray")
+    assert result.exit_code == 2
+    assert "Ray Serve is not installed: pip install 'nb2svc[ray]'" in result.stderr
 
 
 def test_version() -> None:

@@ -23,6 +23,7 @@ def test_every_target_writes_its_files(tmp_path: Path) -> None:
         "Dockerfile",
         "README.md",
         "app.py",
+        "ray_app.py",
     ]
     dockerfile = (tmp_path / "Dockerfile").read_text()
     assert f"ARG BASE_IMAGE=docker.io/library/python:{manifest.python.minor}-slim\n" in dockerfile

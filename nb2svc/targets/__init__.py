@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Protocol
 
 from nb2svc.runtime.manifest import Manifest
-from nb2svc.targets import docker, entrypoint, service_readme
+from nb2svc.targets import docker, entrypoint, ray, service_readme
 
 
 class Target(Protocol):
     def files(self, manifest: Manifest) -> dict[str, str]: ...
 
 
-TARGETS: tuple[Target, ...] = (entrypoint, docker, service_readme)
+TARGETS: tuple[Target, ...] = (entrypoint, docker, service_readme, ray)
 
 
 def write_targets(service_dir: Path, manifest: Manifest, targets: tuple[Target, ...] = TARGETS) -> None:
