@@ -665,7 +665,7 @@ class _Progress:
         self.open_line = False
 
     def stage(self, progress: StageProgress) -> None:
-        timing = f" ({progress.seconds:.2f}s{', ' + progress.note if progress.note else ''})"
+        timing = f" ({progress.seconds or 0:.2f}s{', ' + progress.note if progress.note else ''})"
         if progress.seconds is not None and self.open_line:  # the stage's own line, still open: end it
             click.echo(timing, err=True)
             self.open_line = False
