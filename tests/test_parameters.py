@@ -119,3 +119,5 @@ def test_p_and_f_change_what_the_service_answers(tmp_path: Path) -> None:
     assert manifest["parameters"] == {"scale": 0.5, "sclae": 1}
     with TestClient(create_app(tmp_path / "f")) as client:
         assert client.get("/v1/scaled/info").json()["parameters"] == {"scale": 0.5, "sclae": 1}
+        [deployment] = client.get("/deployments").json()["deployments"]
+        assert [version["parameters"] for version in deployment["versions"]] == [{"scale": 0.5, "sclae": 1}]
