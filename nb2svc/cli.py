@@ -72,9 +72,10 @@ def cli() -> None:
 @click.option(
     "-f",
     "--parameters-file",
-    "parameters_file",
+    "parameters_files",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A YAML mapping of parameters, as papermill's -f (a -p of the same name wins).",
+    help="A YAML mapping of parameters, as papermill's -f (a later file, then -p, wins). Repeatable.",
 )
 @click.option(
     "--requirements",
@@ -135,7 +136,7 @@ def build_command(
     examples: tuple[tuple[str, str], ...],
     python_packages: tuple[str, ...],
     parameters: tuple[tuple[str, str], ...],
-    parameters_file: Path | None,
+    parameters_files: tuple[Path, ...],
     requirements_file: Path | None,
     python_version: str | None,
     python: str | None,
@@ -164,7 +165,7 @@ def build_command(
         offline=offline,
     )
     with _reporting_errors(as_json, progress):
-        overrides = read_parameters_file(parameters_file) if parameters_file else {}
+        overrides = {name: value for path in parameters_files for name, value in read_parameters_file(path).items()}
         overrides |= {name: parse_value(value) for name, value in parameters}
         result = build(
             notebook,

@@ -29,10 +29,19 @@ def parse_value(text: str) -> Any:
     return text
 
 
+class _NoDatesSafeLoader(yaml.SafeLoader):
+    """papermill's YAML loader (``papermill/iorw.py``): a date stays the string written."""
+
+    yaml_implicit_resolvers = {
+        first: [resolver for resolver in resolvers if resolver[0] != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
 def read_parameters_file(path: str | Path) -> dict[str, Any]:
-    """The mapping of a ``-f`` YAML file."""
+    """The mapping of a ``-f`` YAML file, read as papermill reads it."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_NoDatesSafeLoader)  # noqa: S506
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"-f {path}: cannot read it as YAML: {exc}") from exc
     if loaded is None:

@@ -110,14 +110,20 @@ def test_p_and_f_change_what_the_service_answers(tmp_path: Path) -> None:
     assert json.loads(by_p.stdout)["manifest"]["parameters"] == {"scale": 3}
 
     params = tmp_path / "params.yaml"
-    params.write_text("scale: 0.5\nsclae: 1\n", encoding="utf-8")
+    params.write_text("scale: 0.5\nsclae: 1\nday: 2026-11-29\n", encoding="utf-8")
     by_f = run("build", str(NOTEBOOK), "-o", str(tmp_path / "f"), "-f", str(params))
     assert by_f.exit_code == 0, by_f.output
     assert answer(tmp_path / "f", 10) == 5
     assert "warning: Passed unknown parameter: sclae" in by_f.stderr
+    assert "warning: Passed unknown parameter: day" in by_f.stderr
     manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
-    assert manifest["parameters"] == {"scale": 0.5, "sclae": 1}
+    assert manifest["parameters"] == {"scale": 0.5, "sclae": 1, "day": "2026-11-29"}
+    both = run("build", str(NOTEBOOK), "-o", str(tmp_path / "both"), "-f", str(params), "-p", "scale", "4")
+    assert both.exit_code == 0, both.output
+    assert answer(tmp_path / "both", 10) == 40  # -p wins over -f, as in papermill
     with TestClient(create_app(tmp_path / "f")) as client:
-        assert client.get("/v1/scaled/info").json()["parameters"] == {"scale": 0.5, "sclae": 1}
+        assert client.get("/v1/scaled/info").json()["parameters"] == {"scale": 0.5, "sclae": 1, "day": "2026-11-29"}
         [deployment] = client.get("/deployments").json()["deployments"]
-        assert [version["parameters"] for version in deployment["versions"]] == [{"scale": 0.5, "sclae": 1}]
+        assert [version["parameters"] for version in deployment["versions"]] == [
+            {"scale": 0.5, "sclae": 1, "day": "2026-11-29"}
+        ]
