@@ -20,7 +20,7 @@ from nb2svc.runtime.settings import SETTINGS, Setting, Settings
 
 if TYPE_CHECKING:  # the builder (nbclient, nbformat...) is imported by the commands that use it: not by serve
     from nb2svc.execute import CellProgress
-    from nb2svc.pipeline import BuildResult
+    from nb2svc.pipeline import BuildResult, StageProgress
     from nb2svc.verification import ExampleCheck, VerifyResult
 
 
@@ -58,6 +58,24 @@ def cli() -> None:
     multiple=True,
     metavar="SPEC",
     help="Add or override a requirement (pip syntax). Repeatable.",
+)
+@click.option(
+    "-p",
+    "--parameters",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Override a default of the cell tagged 'parameters', as papermill's -p does (True, False, None, "
+    "ints and floats are parsed, anything else is a string). Repeatable.",
+)
+@click.option(
+    "-f",
+    "--parameters-file",
+    "parameters_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A YAML mapping of parameters, as papermill's -f (a later file, then -p, wins). Repeatable.",
 )
 @click.option(
     "--requirements",
@@ -117,6 +135,8 @@ def build_command(
     timeout: float,
     examples: tuple[tuple[str, str], ...],
     python_packages: tuple[str, ...],
+    parameters: tuple[tuple[str, str], ...],
+    parameters_files: tuple[Path, ...],
     requirements_file: Path | None,
     python_version: str | None,
     python: str | None,
@@ -132,6 +152,7 @@ def build_command(
 ) -> None:
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
     from nb2svc.deployment import publish_build
+    from nb2svc.parameters import parse_value, read_parameters_file
     from nb2svc.pipeline import build
     from nb2svc.verification import verify
 
@@ -144,6 +165,8 @@ def build_command(
         offline=offline,
     )
     with _reporting_errors(as_json, progress):
+        overrides = {name: value for path in parameters_files for name, value in read_parameters_file(path).items()}
+        overrides |= {name: parse_value(value) for name, value in parameters}
         result = build(
             notebook,
             output,
@@ -157,11 +180,15 @@ def build_command(
             on_cell=progress,
             python=python,
             allow_other_versions=allow_other_versions,
+            parameters=overrides,
+            on_stage=progress.stage,
         )
         report = result.to_dict()
         if not as_json:
             _print_build(result)
         if then_verify:
+            if not as_json:
+                click.echo("verifying…", err=True)
             verified = verify(result.service_dir, on_check=None if as_json else _print_check, python=python)
             report["verify"] = verified.to_dict()
             if not as_json:
@@ -633,13 +660,29 @@ def export_kubernetes_command(
 
 
 class _Progress:
-    """Prints one line per cell on stderr: the cell when it starts, its time when it ends."""
+    """Prints one line per cell and per stage on stderr: what starts, then its time when it ends."""
 
     def __init__(self) -> None:
         self.open_line = False
 
+    def stage(self, progress: StageProgress) -> None:
+        timing = f" ({progress.seconds or 0:.2f}s{', ' + progress.note if progress.note else ''})"
+        if progress.seconds is not None and self.open_line:  # the stage's own line, still open: end it
+            click.echo(timing, err=True)
+            self.open_line = False
+            return
+        self.end_line()
+        if progress.warning:
+            click.echo(f"warning: {progress.text}", err=True)
+        elif progress.seconds is None:
+            click.echo(progress.text, nl=False, err=True)
+            self.open_line = True
+        else:
+            click.echo(progress.text + timing, err=True)
+
     def __call__(self, progress: CellProgress) -> None:
         if progress.seconds is None:
+            self.end_line()
             text = progress.cell.first_line
             text = text if len(text) <= 60 else text[:57] + "..."
             click.echo(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import ast
 import hashlib
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from IPython.core.inputtransformer2 import TransformerManager
 
 from nb2svc.errors import NoEndpoint, NotebookInvalid
+from nb2svc.parameters import INJECTED_TAG, PARAMETERS_TAG, declared_names, injected_source
 
 PREDICT_TAG = "predict"
 SKIP_TAG = "skip"
@@ -51,27 +54,67 @@ class NotebookSpec:
     kernel_name: str
     cells_to_run: tuple[Cell, ...]
     endpoints: tuple[Endpoint, ...]
+    parameters: dict[str, Any] = field(default_factory=dict)  # the overrides injected, as given
+    warnings: tuple[str, ...] = ()  # what papermill would warn about the parameters
 
     @property
     def directory(self) -> Path:
         return self.path.parent
 
 
-def read_notebook(path: str | Path) -> NotebookSpec:
-    """Read and validate ``path``, returning the cells to run and the endpoints."""
+def read_notebook(path: str | Path, parameters: Mapping[str, Any] | None = None) -> NotebookSpec:
+    """Read and validate ``path``, returning the cells to run and the endpoints.
+
+    ``parameters`` (if any) are injected as papermill injects them: see ``inject_parameters``.
+    """
     path = Path(path).resolve()
     if not path.is_file():
         raise NotebookInvalid(f"notebook not found: {path}", path=str(path))
     raw = path.read_bytes()
     node = _parse(path, raw)
     cells = _code_cells(node)
+    to_run, warned = inject_parameters(cells, dict(parameters or {}))
     return NotebookSpec(
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
         kernel_name=node.metadata.get("kernelspec", {}).get("name") or DEFAULT_KERNEL,
-        cells_to_run=tuple(cell for cell in cells if SKIP_TAG not in cell.tags),
+        cells_to_run=tuple(cell for cell in to_run if SKIP_TAG not in cell.tags),
         endpoints=find_endpoints(path, cells),
+        parameters=dict(parameters or {}),
+        warnings=warned,
     )
+
+
+def inject_parameters(cells: list[Cell], parameters: dict[str, Any]) -> tuple[list[Cell], tuple[str, ...]]:
+    """The cells with papermill's ``injected-parameters`` cell, and papermill's warnings.
+
+    As papermill's ``parameterize_notebook``: an ``injected-parameters`` cell already there is replaced, else the
+    new one goes right after the first ``parameters`` cell, else at the top (with a warning). The injected cell
+    takes the number of the cell it follows (0 at the top), so every notebook cell keeps its own number.
+    """
+    if not parameters:
+        return cells, ()
+    source = injected_source(parameters)
+    injected = next((i for i, cell in enumerate(cells) if INJECTED_TAG in cell.tags), None)
+    defaults = next((i for i, cell in enumerate(cells) if PARAMETERS_TAG in cell.tags), None)
+    warned: list[str] = []
+    if defaults is None:
+        warned.append("Input notebook does not contain a cell with tag 'parameters': the parameters go in at the top")
+    else:
+        known = declared_names(cells[defaults].source)
+        warned += [f"Passed unknown parameter: {name}" for name in parameters if name not in known]
+    if injected is not None:
+        new = Cell(number=cells[injected].number, source=source, tags=frozenset({INJECTED_TAG}))
+        return [*cells[:injected], new, *cells[injected + 1 :]], tuple(warned)
+    if defaults is not None:
+        new = Cell(number=cells[defaults].number, source=source, tags=frozenset({INJECTED_TAG}))
+        return [*cells[: defaults + 1], new, *cells[defaults + 1 :]], tuple(warned)
+    return [Cell(number=0, source=source, tags=frozenset({INJECTED_TAG})), *cells], tuple(warned)
+
+
+def cells_to_run(path: str | Path, parameters: Mapping[str, Any] | None = None) -> tuple[Cell, ...]:
+    """The cells ``nb2svc build`` runs for ``path`` with ``parameters``, without starting a kernel."""
+    return read_notebook(path, parameters).cells_to_run
 
 
 def _parse(path: Path, raw: bytes) -> nbformat.NotebookNode:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,31 @@ from nb2svc.target_python import (
     target_environment,
     unavailable,
 )
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """Reported when a stage starts (``seconds`` is None) and when it ends (with a ``note``: "from the cache");
+    a ``warning`` is reported once, with neither."""
+
+    text: str
+    seconds: float | None = None
+    note: str = ""
+    warning: bool = False
+
+
+OnStage = Callable[[StageProgress], None]
+
+
+@contextmanager
+def _stage(on_stage: OnStage | None, text: str) -> Iterator[list[str]]:
+    """Report ``text`` around the block; the block appends the notes of its end to the list it gets."""
+    report = on_stage or (lambda _: None)
+    report(StageProgress(text))
+    started = time.perf_counter()
+    notes: list[str] = []
+    yield notes
+    report(StageProgress(text, seconds=time.perf_counter() - started, note=", ".join(notes)))
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,8 @@ def build(
     on_cell: OnCell | None = None,
     python: str | None = None,
     allow_other_versions: bool = False,
+    parameters: Mapping[str, Any] | None = None,
+    on_stage: OnStage | None = None,
 ) -> BuildResult:
     """Build the service directory for ``notebook`` at ``output`` (default ``<notebook name>_service``).
 
@@ -87,6 +115,9 @@ def build(
     With ``lock_options.python_version`` other than the kernel's, the notebook runs again in an environment of
     that Python (``python``: its interpreter, else one found) with the training versions (others only with
     ``allow_other_versions``), and every example must answer there as in the training kernel (``target_python``).
+
+    ``parameters`` override the ``parameters`` cell's defaults as papermill does (``nb2svc.parameters``); papermill's
+    warnings about them, and each stage as it starts and ends, are reported to ``on_stage``.
     """
     started = time.perf_counter()
     lock_options = lock_options or LockOptions()
@@ -94,7 +125,9 @@ def build(
         lock_options = dataclasses.replace(lock_options, python_version=_python_of(python))
     if lock_options.python_version is not None and not re.fullmatch(r"\d+\.\d+", lock_options.python_version):
         raise UsageError(f"--python-version {lock_options.python_version!r} is not X.Y (e.g. 3.12)")
-    spec = read_notebook(notebook)
+    spec = read_notebook(notebook, parameters)
+    for warning in spec.warnings:
+        (on_stage or (lambda _: None))(StageProgress(warning, warning=True))
     unknown = set(examples or {}) - {endpoint.name for endpoint in spec.endpoints}
     if unknown:
         names = ", ".join(endpoint.name for endpoint in spec.endpoints)
@@ -115,18 +148,30 @@ def build(
         kernel_minor = _minor(capture.python_version)
         retargeted = None
         if lock_options.python_version and lock_options.python_version != kernel_minor:
-            retargeted = _retarget(spec, staging, capture, lock_options, python, allow_other_versions, timeout, on_cell)
+            retargeted = _retarget(
+                spec, staging, capture, lock_options, python, allow_other_versions, timeout, on_cell, on_stage
+            )
             capture = retargeted.capture
-        observed = observe_requirements(capture, staging) if requirements_text is None else {}
+        observed = {}
+        if requirements_text is None:
+            with _stage(on_stage, "observing what the artifacts import…"):
+                observed = observe_requirements(capture, staging)
         unpinned = retargeted.runtime_unpinned if retargeted else frozenset()
         requirements = gather_requirements(
             capture, observed, python_packages, requirements_text, runtime_unpinned=unpinned
         )
-        lock = lock_requirements(requirements, _minor(capture.python_version), lock_options, capture.python_executable)
-        origin = Origin(NotebookDescription(file=spec.path.name, sha256=spec.sha256), "build", executed.timings)
+        with _stage(on_stage, f"locking {len(requirements)} requirements {_backend(lock_options)}…") as notes:
+            lock = lock_requirements(
+                requirements, _minor(capture.python_version), lock_options, capture.python_executable
+            )
+            notes += ["from the cache"] if lock.cached else []
+        origin = Origin(
+            NotebookDescription(file=spec.path.name, sha256=spec.sha256), "build", executed.timings, spec.parameters
+        )
         retarget = retargeted.description() if retargeted else None
-        manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock, retarget)
-        publish(staging, target, force)
+        with _stage(on_stage, "rendering…"):
+            manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock, retarget)
+            publish(staging, target, force)
     return BuildResult(
         service_dir=target,
         manifest=manifest,
@@ -176,6 +221,7 @@ def _retarget(
     allow_other_versions: bool,
     timeout: float | None,
     on_cell: OnCell | None,
+    on_stage: OnStage | None,
 ) -> Retargeted:
     """Run the notebook again in an environment of the target Python with the training run's packages at their
     training versions; capture there; replay the training kernel's examples against what was made there."""
@@ -184,7 +230,10 @@ def _retarget(
     check_target(interpreter, lock_options)
     pins = {d.name: d.version for found in observe_requirements(trained, staging).values() for d in found}
     pins["cloudpickle"] = trained.cloudpickle_version
-    environment = target_environment(interpreter, pins, lock_options, allow_other_versions)
+    with _stage(on_stage, f"making an environment of Python {interpreter.version} ({interpreter.path})…") as notes:
+        environment = target_environment(interpreter, pins, lock_options, allow_other_versions)
+        notes += ["from the cache"] if environment.cached else []
+    (on_stage or (lambda _: None))(StageProgress(f"running the notebook again in Python {interpreter.version}:"))
     # the service's own packages at the builder's versions where they exist for that Python, else the resolver's
     runtime_unpinned = frozenset(unavailable(dict(runtime_pins()), interpreter, package_index(lock_options)))
     started = time.perf_counter()
@@ -199,7 +248,8 @@ def _retarget(
         where = f"in the notebook's second run, in Python {interpreter.version} ({environment.python})"
         raise type(exc)(f"{where}: {exc.message}", **exc.details) from exc
     rerun_seconds = time.perf_counter() - started
-    checks = check_parity(made.python_executable, staging, made.endpoints, trained.endpoints)
+    with _stage(on_stage, f"checking the examples answer the same in Python {interpreter.version}…"):
+        checks = check_parity(made.python_executable, staging, made.endpoints, trained.endpoints)
     recorded = {e.name: e for e in trained.endpoints}  # what the notebook did is what the training kernel did
     endpoints = tuple(
         dataclasses.replace(
@@ -212,6 +262,10 @@ def _retarget(
     )
     capture = dataclasses.replace(made, endpoints=endpoints)
     return Retargeted(capture, trained, environment, rerun_seconds, checks, runtime_unpinned)
+
+
+def _backend(options: LockOptions) -> str:
+    return "from the installed metadata (--offline)" if options.offline else f"with {options.resolver}"
 
 
 def _python_of(path: str) -> str:

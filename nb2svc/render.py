@@ -7,9 +7,10 @@ import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from nb2svc import __version__
 from nb2svc.capture import Capture
@@ -112,6 +113,7 @@ class Origin:
     notebook: NotebookDescription
     source: Source = "build"
     cells: tuple[CellTiming, ...] = ()
+    parameters: dict[str, Any] = field(default_factory=dict)  # the overrides injected, as given
 
 
 def build_manifest(
@@ -139,6 +141,7 @@ def build_manifest(
         lock=lock.description(),
         cells=tuple(CellTime(cell=t.number, seconds=t.seconds) for t in origin.cells),
         retarget=retarget,
+        parameters=dict(origin.parameters),
     )
 
 

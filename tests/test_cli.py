@@ -142,6 +142,28 @@ def test_progress_per_cell_on_stderr(built: tuple[Path, Result]) -> None:
 
 
 @pytest.mark.network  # the build locks against the package index
+def test_each_stage_says_what_it_does_in_order_on_stderr(built: tuple[Path, Result], tmp_path: Path) -> None:
+    _, as_json = built
+    json.loads(as_json.stdout)  # --json: the stages on stderr, one JSON object alone on stdout
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--verify")
+    assert result.exit_code == 0, result.output
+    for stderr in (as_json.stderr, result.stderr):
+        lines = stderr.splitlines()
+        stages = [
+            next(i for i, line in enumerate(lines) if re.match(pattern, line))
+            for pattern in (
+                r"  \[5/5\] cell ",
+                r"observing what the artifacts import… \(\d+\.\d\ds\)$",
+                r"locking \d+ requirements with uv… \(\d+\.\d\ds(, from the cache)?\)$",
+                r"rendering… \(\d+\.\d\ds\)$",
+            )
+        ]
+        assert stages == sorted(stages), stderr
+    assert result.stderr.index("rendering…") < result.stderr.index("verifying…")
+    assert "verifying…" not in as_json.stderr
+
+
+@pytest.mark.network  # the build locks against the package index
 def test_built_service_answers_the_modelbit_envelope(built: tuple[Path, Result]) -> None:
     output, _ = built
     with TestClient(create_app(output)) as client:

@@ -60,6 +60,7 @@ def version_view(
             "built_at": manifest.built_at,
             "notebook": manifest.notebook.file,
             "python": manifest.python.version,
+            "parameters": manifest.parameters,  # the overrides of the build's -p/-f, shown when there are some
         }
     described: EndpointDescription | None = endpoint.described if endpoint is not None else None
     if described is None and manifest is not None and len(manifest.endpoints) == 1:
