@@ -71,19 +71,14 @@ def registry(tmp_path: Path) -> Registry:
     return Registry(tmp_path / "registry")
 
 
+def serve_registry(registry: Registry, port: int) -> list[str]:
+    """The command that serves ``registry`` on ``port``."""
+    return [sys.executable, "-m", "nb2svc", "serve", "--registry", str(registry.root), "--port", str(port)]
+
+
 @pytest.fixture
 def server(registry: Registry, unused_tcp_port: int) -> Iterator[ServerProcess]:
-    command = [
-        sys.executable,
-        "-m",
-        "nb2svc",
-        "serve",
-        "--registry",
-        str(registry.root),
-        "--port",
-        str(unused_tcp_port),
-    ]
-    with running_server(command, unused_tcp_port) as started:
+    with running_server(serve_registry(registry, unused_tcp_port), unused_tcp_port) as started:
         yield started
 
 
@@ -118,16 +113,7 @@ def test_each_version_answers_with_its_own_model_latest_and_aliases_as_the_versi
     for offset in (1, 2):
         registry.publish("model", copy_of(models[offset]))
     registry.set_alias("model", "prod", 1)
-    command = [
-        sys.executable,
-        "-m",
-        "nb2svc",
-        "serve",
-        "--registry",
-        str(registry.root),
-        "--port",
-        str(unused_tcp_port),
-    ]
+    command = serve_registry(registry, unused_tcp_port)
     with running_server(command, unused_tcp_port, ready_path="/ready") as server:
         for asked, number, answer in (("1", "1", 11.0), ("2", "2", 12.0), ("latest", "2", 12.0), ("prod", "1", 11.0)):
             response = predict(server, asked)
