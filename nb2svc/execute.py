@@ -21,7 +21,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from nb2svc.errors import CellFailed, KernelFailed
-from nb2svc.kernel_side import loaded, recording
+from nb2svc.kernel_side import loaded, reads, recording
 from nb2svc.kernel_side.reply import RESULT_MIME, reply
 from nb2svc.notebook import PREDICT_TAG, Cell, NotebookSpec
 
@@ -54,6 +54,10 @@ class ExecutedNotebook:
     kernel_name: str
     timings: tuple[CellTiming, ...]
     modules_at_start: tuple[str, ...]
+
+    def files_read(self) -> tuple[str, ...]:
+        """The files in the notebook's folder the cells read and did not write, relative to it (``reads``)."""
+        return tuple(self.kernel.call(reads.files_read))
 
 
 class Kernel:
@@ -101,6 +105,7 @@ SENT_TO_KERNEL = (
     "kernel_side.failures",
     "kernel_side.runtime",
     "kernel_side.loaded",
+    "kernel_side.reads",
     "kernel_side.recording",
     "kernel_side.unpicklable",
     "kernel_side.capture",
@@ -171,6 +176,8 @@ def execute_notebook(
         _start_kernel(stack, client, name, kernel_stderr)
         kernel = Kernel(client)
         modules_at_start = tuple(kernel.call(loaded.loaded_modules))
+        exclude = [str(runtime_path)] if runtime_path else []
+        kernel.call(reads.record_reads, folder=str(spec.directory), exclude=exclude)
         record = _recording(kernel, spec, runtime_path)
         timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None), record))
         yield ExecutedNotebook(

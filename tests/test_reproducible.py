@@ -32,7 +32,7 @@ def without_times(manifest: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.network  # the lock resolves against the package index (then its cache)
 @pytest.mark.parametrize("notebook", ["linear_regression.ipynb", "batching.ipynb"])
 def test_two_builds_of_the_same_inputs_are_the_same_service(tmp_path: Path, notebook: str) -> None:
-    first, second = (nb2svc.build(FIXTURES / notebook, tmp_path / name) for name in ("first", "second"))
+    first, second = (nb2svc.build(FIXTURES / notebook, tmp_path / name, cache=False) for name in ("first", "second"))
     assert first.manifest.version == second.manifest.version  # X-Model-Version
     assert digests(first.service_dir) == digests(second.service_dir)  # artifacts, lock, runtime, app.py
     assert any(name.startswith("artifacts/") for name in digests(first.service_dir))
