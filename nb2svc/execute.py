@@ -197,7 +197,9 @@ def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: I
     try:
         # BUILDING tells nb2svc.deploy in the notebook that this run is a build's: it publishes nothing then
         # cleanup_kc: shut down even a kernel whose manager nb2svc gave (nbclient leaves those running by default)
-        environment = {**os.environ, BUILDING: "1"}
+        # PYTHONHASHSEED: a set of strings iterates in an order that changes with each process's hash seed, and
+        # cloudpickle writes it in that order; one seed makes two builds of the same inputs the same bytes
+        environment = {"PYTHONHASHSEED": "0", **os.environ, BUILDING: "1"}
         stack.enter_context(client.setup_kernel(stderr=stderr, env=environment, cleanup_kc=True))
     except NoSuchKernel as exc:
         raise KernelFailed(
