@@ -147,8 +147,8 @@ def _content_addressed_classes(cloudpickle: Any) -> Iterator[None]:
     were never the same bytes, nor the same model version. Here the id is a digest of the class pickled with
     the ids of the classes it refers to (its own a placeholder while it is being pickled): the same definition
     gets the same id, in every build; another definition another id, so the versions that one server loads
-    never share a class that is not the same. Where the kernel's cloudpickle has no such function (not 3.x),
-    its ids stay random.
+    never share a class that is not the same. Where the kernel's cloudpickle has no such (private) function, its
+    ids stay random.
     """
     module = getattr(cloudpickle, "cloudpickle", None)
     original = getattr(module, "_get_or_create_tracker_id", None)
