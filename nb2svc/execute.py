@@ -141,6 +141,7 @@ _INSTALLATION = _installation()
 
 
 OnCell = Callable[[CellProgress], None]
+OnKernel = Callable[[str, "float | None"], None]  # the kernel's name; None as it starts, then the seconds it took
 
 
 @contextmanager
@@ -152,6 +153,7 @@ def execute_notebook(
     on_cell: OnCell | None = None,
     runtime_path: Path | None = None,
     kernel_manager: KernelManager | None = None,
+    on_kernel: OnKernel | None = None,
 ) -> Iterator[ExecutedNotebook]:
     """Run every cell of ``spec`` that is not tagged ``skip``; yield with the kernel still open.
 
@@ -160,6 +162,7 @@ def execute_notebook(
     (the folder holding the service's ``nb2svc_runtime``), the calls later cells
     make of the endpoints are recorded as examples. ``kernel_manager``, if given, starts the kernel (one of
     an environment nb2svc made, ``target_python.kernel_in``), ``kernel_name`` naming it in messages.
+    ``on_kernel`` hears the kernel's name when it starts starting, then the seconds it took.
     """
     name = kernel_name or spec.kernel_name
     cells = [nbformat.v4.new_code_cell(cell.source) for cell in spec.cells_to_run]
@@ -173,8 +176,12 @@ def execute_notebook(
     )
     with ExitStack() as stack:
         kernel_stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
+        report = on_kernel or (lambda name, seconds: None)
+        report(name, None)
+        started = time.perf_counter()
         _start_kernel(stack, client, name, kernel_stderr)
         kernel = Kernel(client)
+        report(name, time.perf_counter() - started)
         modules_at_start = tuple(kernel.call(loaded.loaded_modules))
         exclude = [str(runtime_path)] if runtime_path else []
         kernel.call(reads.record_reads, folder=str(spec.directory), exclude=exclude)

@@ -193,7 +193,12 @@ def build(
     with staging_directory(target) as staging:
         copy_runtime(staging)
         with execute_notebook(
-            spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
+            spec,
+            kernel_name=kernel_name,
+            timeout=timeout,
+            on_cell=on_cell,
+            runtime_path=staging,
+            on_kernel=_kernel_stage(on_stage),
         ) as executed:
             capture = capture_endpoints(executed, staging, extra)
             inputs = executed.files_read()
@@ -345,7 +350,7 @@ def _retarget(
         with kernel_in(environment.python) as manager:
             with execute_notebook(
                 spec, kernel_name=KERNEL_NAME, kernel_manager=manager, timeout=timeout, on_cell=on_cell,
-                runtime_path=staging,
+                runtime_path=staging, on_kernel=_kernel_stage(on_stage),
             ) as executed:  # fmt: skip
                 made = capture_endpoints(executed, staging, {})  # --example values: replayed by the parity check
     except (CellFailed, KernelFailed, CaptureFailed) as exc:
@@ -366,6 +371,12 @@ def _retarget(
     )
     capture = dataclasses.replace(made, endpoints=endpoints)
     return Retargeted(capture, trained, environment, rerun_seconds, checks, runtime_unpinned)
+
+
+def _kernel_stage(on_stage: OnStage | None) -> Callable[[str, float | None], None]:
+    """The kernel's start, reported as a stage."""
+    report = on_stage or (lambda _: None)
+    return lambda name, seconds: report(StageProgress(f"starting the kernel {name}…", seconds=seconds))
 
 
 def _backend(options: LockOptions) -> str:

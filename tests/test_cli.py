@@ -153,6 +153,7 @@ def test_each_stage_says_what_it_does_in_order_on_stderr(built: tuple[Path, Resu
             next(i for i, line in enumerate(lines) if re.match(pattern, line))
             for pattern in (
                 r"looking for this build in the cache… \(\d+\.\d\ds\)$",
+                r"starting the kernel python3… \(\d+\.\d\ds\)$",
                 r"  \[5/5\] cell ",
                 r"observing what the artifacts import… \(\d+\.\d\ds\)$",
                 r"locking \d+ requirements with uv… \(\d+\.\d\ds(, from the cache)?\)$",
