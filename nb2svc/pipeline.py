@@ -181,6 +181,7 @@ def build(
         "lock": {**dataclasses.asdict(lock_options), "cache_dir": None},
         "python": _identity(python),
         "allow_other_versions": allow_other_versions,
+        "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH"),  # the manifest's built_at
     }
     with _stage(on_stage, "looking for this build in the cache…") as notes:
         key = build_key(spec.sha256, spec.parameters, kernel_name or spec.kernel_name, options)
