@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +31,10 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 from nb2svc import __version__
+from nb2svc.execute import FileRead
 
 KEEP = 5
+ABANDONED = 3600.0  # seconds after which a staging entry nobody renamed is a killed store's
 ENTRY = "entry.json"
 SERVICE = "service"
 _PACKAGE = Path(__file__).resolve().parent
@@ -41,7 +44,11 @@ _ITSELF = "import json, sys; print(json.dumps({'version': sys.version, 'path': s
 
 @dataclass(frozen=True)
 class InputFile:
-    """A file the notebook read, relative to its folder; ``size`` None: it was gone by the end of the run."""
+    """A file the notebook read, relative to its folder, as it was when the build first opened it.
+
+    ``size`` None: it was gone by the time the build was stored. ``sha256`` None: it changed while the build ran
+    (its size or time then differed from when it was opened), so no content matches what the build read.
+    """
 
     path: str
     size: int | None
@@ -49,13 +56,15 @@ class InputFile:
     sha256: str | None
 
     @classmethod
-    def of(cls, folder: Path, relative: str) -> InputFile:
-        path = folder / relative
+    def of(cls, folder: Path, read: FileRead) -> InputFile:
+        """``read`` as the cache keeps it: digested now if it has not changed since the build opened it."""
         try:
-            status = path.stat()
-            return cls(relative, status.st_size, status.st_mtime_ns, _file_digest(path))
+            status = (folder / read.path).stat()
         except OSError:
-            return cls(relative, None, None, None)
+            return cls(read.path, None, None, None)
+        if (status.st_size, status.st_mtime_ns) != (read.size, read.mtime_ns):
+            return cls(read.path, read.size, read.mtime_ns, None)
+        return cls(read.path, read.size, read.mtime_ns, _file_digest(folder / read.path))
 
     def unchanged(self, folder: Path) -> bool:
         try:
@@ -64,7 +73,9 @@ class InputFile:
             return self.size is None
         if self.size is None or status.st_size != self.size:
             return False
-        return status.st_mtime_ns == self.mtime_ns or _file_digest(folder / self.path) == self.sha256
+        if status.st_mtime_ns == self.mtime_ns:
+            return True
+        return self.sha256 is not None and _file_digest(folder / self.path) == self.sha256
 
 
 @dataclass(frozen=True)
@@ -90,27 +101,34 @@ class BuildCache:
         try:
             data = json.loads((entry / ENTRY).read_text(encoding="utf-8"))
             inputs = tuple(InputFile(**item) for item in data["inputs"])
-            report = data["report"]
+            report, files = data["report"], data["files"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not (entry / SERVICE).is_dir() or not all(item.unchanged(self.notebook.parent) for item in inputs):
+        if not isinstance(report, dict) or not isinstance(files, dict):
             return None
+        if not all(item.unchanged(self.notebook.parent) for item in inputs) or _sizes(entry / SERVICE) != files:
+            return None  # an input changed, or the kept directory is not whole (a cache cleaned by hand)
         with contextlib.suppress(OSError):
             os.utime(entry / ENTRY)
         return CachedBuild(entry / SERVICE, key, inputs, report)
 
-    def store(self, key: str, service_dir: Path, read: tuple[str, ...], report: dict[str, Any]) -> None:
-        """Keep ``service_dir`` as the result of ``key``; ``read``: the files the run read, relative to the folder.
+    def store(self, key: str, service_dir: Path, inputs: tuple[InputFile, ...], report: dict[str, Any]) -> None:
+        """Keep ``service_dir`` as the result of ``key``, made from ``inputs``; ``report``: its ``--json``.
 
         Written beside and renamed into place, so a reader sees a whole entry or none; then only the ``KEEP``
-        most recently used entries of this notebook stay.
+        most recently used entries of this notebook stay. What a killed store left is swept.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        inputs = [asdict(InputFile.of(self.notebook.parent, relative)) for relative in read]
         staging = Path(tempfile.mkdtemp(prefix=".entry-", dir=self.folder))
         try:
             shutil.copytree(service_dir, staging / SERVICE, symlinks=True)
-            entry = {"notebook": str(self.notebook), "key": key, "inputs": inputs, "report": report}
+            entry = {
+                "notebook": str(self.notebook),
+                "key": key,
+                "inputs": [asdict(item) for item in inputs],
+                "files": _sizes(staging / SERVICE),
+                "report": report,
+            }
             (staging / ENTRY).write_text(json.dumps(entry, indent=1), encoding="utf-8")
             target = self.folder / key
             if target.exists():
@@ -123,7 +141,15 @@ class BuildCache:
                 shutil.rmtree(leftover, ignore_errors=True)
         self._evict()
 
+    def inputs(self, read: tuple[FileRead, ...]) -> tuple[InputFile, ...]:
+        """What the cache keeps of the files a build read."""
+        return tuple(InputFile.of(self.notebook.parent, file) for file in read)
+
     def _evict(self) -> None:
+        for leftover in self.folder.glob(".entry-*"):  # a store that was killed (one running now is younger)
+            with contextlib.suppress(OSError):
+                if time.time() - leftover.stat().st_mtime > ABANDONED:
+                    shutil.rmtree(leftover, ignore_errors=True)
         entries = sorted(
             (entry for entry in self.folder.iterdir() if not entry.name.startswith(".")),
             key=lambda entry: _used(entry),
@@ -163,13 +189,17 @@ def kernel_environment(name: str) -> dict[str, Any] | None:
     major, minor = sys.version_info[:2]
     if argv and argv[0] in {"python", f"python{major}", f"python{major}.{minor}"}:
         argv[0] = sys.executable
+    if not any("ipykernel" in argument for argument in argv[1:]):  # a wrapper script: the command is what we know
+        command = shutil.which(argv[0]) if argv else None
+        digest = _file_digest(Path(command)) if command else None
+        return {"argv": argv, "env": spec.env, "command": digest}
     try:
         said = subprocess.run(
             [argv[0], "-c", _ITSELF],
             env={**os.environ, **spec.env},
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=30,
             check=True,
         )
         itself = json.loads(said.stdout)
@@ -201,6 +231,16 @@ def code_digest() -> str:
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _sizes(service: Path) -> dict[str, int]:
+    """Every file of a kept service directory, with its size: an entry is reused only whole (the service checks
+    its artifacts' digests when it loads)."""
+    return {
+        str(path.relative_to(service)): path.stat().st_size
+        for path in sorted(service.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
 
 
 def _file_digest(path: Path) -> str:

@@ -46,6 +46,15 @@ class CellTiming:
 
 
 @dataclass(frozen=True)
+class FileRead:
+    """A file the cells read: its path relative to the notebook's folder, its size and time when first opened."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class ExecutedNotebook:
     """A notebook whose cells all ran; its kernel is still alive for the capture stage."""
 
@@ -55,9 +64,9 @@ class ExecutedNotebook:
     timings: tuple[CellTiming, ...]
     modules_at_start: tuple[str, ...]
 
-    def files_read(self) -> tuple[str, ...]:
-        """The files in the notebook's folder the cells read and did not write, relative to it (``reads``)."""
-        return tuple(self.kernel.call(reads.files_read))
+    def files_read(self) -> tuple[FileRead, ...]:
+        """The files in the notebook's folder the cells read and did not write (``kernel_side.reads``)."""
+        return tuple(FileRead(*item) for item in self.kernel.call(reads.files_read))
 
 
 class Kernel:
@@ -186,7 +195,11 @@ def execute_notebook(
         exclude = [str(runtime_path)] if runtime_path else []
         kernel.call(reads.record_reads, folder=str(spec.directory), exclude=exclude)
         record = _recording(kernel, spec, runtime_path)
-        timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None), record))
+        try:
+            timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None), record))
+        except CellFailed as exc:  # what the cells read until then: where the fix will be (watch mode looks there)
+            exc.details["files_read"] = [path for path, *_ in kernel.call(reads.files_read)]
+            raise
         yield ExecutedNotebook(
             spec=spec, kernel=kernel, kernel_name=name, timings=timings, modules_at_start=modules_at_start
         )

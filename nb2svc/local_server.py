@@ -92,6 +92,19 @@ def wait_until_served(server: RegistryServer, version: Version) -> None:
     )
 
 
+def wait_until_gone(server: RegistryServer, removed: set[tuple[str, int]], timeout: float = 10.0) -> bool:
+    """Whether ``server`` has stopped serving each ``(name, number)`` of ``removed`` within ``timeout`` seconds
+    (it reads the registry a few times a second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deployments = _get(f"{server.url}/deployments")["deployments"]
+        served = {(d["name"], int(v["version"])) for d in deployments for v in d["versions"]}
+        if not served & removed:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def _address(address: str) -> tuple[str, int]:
     host, _, port = address.removeprefix("http://").rstrip("/").rpartition(":")
     if not host or not port.isdigit():

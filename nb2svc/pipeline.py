@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2svc.build_cache import BuildCache, CachedBuild, build_key
+from nb2svc.build_cache import BuildCache, CachedBuild, InputFile, build_key
 from nb2svc.capture import Capture, capture_endpoints
 from nb2svc.errors import CaptureFailed, CellFailed, KernelFailed, PythonNotFound, UsageError
 from nb2svc.execute import OnCell, execute_notebook
@@ -87,7 +87,7 @@ class BuildResult:
     lock: Lock
     seconds: float
     retargeted: Retargeted | None = None  # built for another Python than the kernel's
-    inputs: tuple[str, ...] = ()  # the files in the notebook's folder its cells read, relative to it
+    inputs: tuple[InputFile, ...] = ()  # the files in the notebook's folder its cells read
     cache_key: str | None = None  # None: the kernel could not be described, so nothing was cached
     reused: CachedBuild | None = None  # the cache's entry, when the build was reused from there
 
@@ -110,7 +110,7 @@ class BuildResult:
                 "reused": self.reused is not None,
                 **({"built_in_seconds": self.reused.report.get("seconds")} if self.reused else {}),
             },
-            "inputs": list(self.inputs),
+            "inputs": [item.path for item in self.inputs],
             "requirements": [plain(requirement) for requirement in self.requirements],
             "lock": self.lock.to_dict(),
             "manifest": self.manifest.to_dict(),
@@ -202,7 +202,7 @@ def build(
             on_kernel=_kernel_stage(on_stage),
         ) as executed:
             capture = capture_endpoints(executed, staging, extra)
-            inputs = executed.files_read()
+            read = executed.files_read()
         kernel_minor = _minor(capture.python_version)
         retargeted = None
         if lock_options.python_version and lock_options.python_version != kernel_minor:
@@ -230,6 +230,7 @@ def build(
         with _stage(on_stage, "rendering…"):
             manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock, retarget)
             publish(staging, target, force)
+    inputs = builds.inputs(read)
     result = BuildResult(
         service_dir=target,
         manifest=manifest,
@@ -275,7 +276,7 @@ def _reuse(hit: CachedBuild, target: Path, force: bool, started: float) -> Build
         requirements=manifest.requirements,
         lock=lock,
         seconds=time.perf_counter() - started,
-        inputs=tuple(item.path for item in hit.inputs),
+        inputs=hit.inputs,
         cache_key=hit.key,
         reused=hit,
     )

@@ -64,6 +64,8 @@ def staging_directory(output: Path) -> Iterator[Path]:
 def publish(staging: Path, output: Path, force: bool) -> None:
     """Move the finished ``staging`` directory to ``output``; the old one goes only once the new one is there."""
     check_output(output, force)
+    for compiled in list(staging.rglob("__pycache__")):  # the kernel's imports of the runtime wrote them, with
+        shutil.rmtree(compiled)  # the staging directory's random name inside: they would differ in every build
     staging.chmod(0o755)  # mkdtemp made it private
     if not output.exists():
         staging.rename(output)

@@ -25,15 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nb2svc.build_cache import InputFile
 from nb2svc.deployment import publish_build
 from nb2svc.errors import Nb2svcError, UsageError
 from nb2svc.execute import OnCell
-from nb2svc.local_server import RegistryServer, registry_server, wait_until_served
+from nb2svc.local_server import RegistryServer, registry_server, wait_until_gone, wait_until_served
 from nb2svc.pipeline import BuildResult, OnStage, build
 from nb2svc.registry import Registry
 
 POLL = 0.2  # seconds between looks at the watched files
 SETTLE = 0.3  # seconds they must be still before a build starts
+STOP_TIMEOUT = 10.0  # seconds the server has to stop
 _LOOPBACK = ("127.0.0.1", "localhost")
 
 Stamp = tuple[int, int] | None  # (size, mtime_ns); None: the file is not there
@@ -95,7 +97,8 @@ def watch(
 
 
 def _build_and_swap(path: Path, state: _State, report: WatchReport, parameters: Mapping[str, Any] | None) -> None:
-    """One build; if good, its versions served once ready and the older ones retired. Failures are said."""
+    """One build; if good, its versions served once ready and the older ones retired. Failures are said, and
+    what the failed run read is watched too (the fix may be there: a local module, a data file)."""
     before = {file: _stamp(file) for file in state.watched}  # so that a save during the build builds again
     state.watched = before
     output = Path(tempfile.mkdtemp(dir=state.builds)) / "service"
@@ -104,11 +107,16 @@ def _build_and_swap(path: Path, state: _State, report: WatchReport, parameters: 
         _swap(result, state, report)
     except Nb2svcError as exc:
         report.say(f"build failed; {_still_serving(state)}:\n  {exc.message}")
+        failed_read = [path.parent / name for name in exc.details.get("files_read", [])]
+        state.watched = {**{file: _stamp(file) for file in failed_read}, **before}
+        return
+    except Exception as exc:  # a bug of nb2svc's: said, and the last good build goes on serving
+        report.say(f"build failed in nb2svc itself (please report it); {_still_serving(state)}:\n  {exc!r}")
         return
     finally:
         shutil.rmtree(output.parent, ignore_errors=True)
-    now_watched = [path, *(path.parent / name for name in result.inputs)]
-    state.watched = {file: before[file] if file in before else _stamp(file) for file in now_watched}
+    # the files it read as they were when it opened them: one saved since then builds again
+    state.watched = {path: before[path], **{path.parent / item.path: _opened(item) for item in result.inputs}}
 
 
 def _swap(result: BuildResult, state: _State, report: WatchReport) -> None:
@@ -125,10 +133,14 @@ def _swap(result: BuildResult, state: _State, report: WatchReport) -> None:
         return
     previous, state.served = state.served, {version.name: version.number for version in versions}
     state.served_build = made
+    removed = set()
     for name in state.registry.names():  # keep what is served now, and what was (requests may still be on it)
-        for number in state.registry.numbers(name):
-            if number not in (state.served.get(name), previous.get(name)):
+        for number in state.registry.numbers(name):  # of endpoints the notebook still has
+            if name not in state.served or number not in (state.served[name], previous.get(name)):
                 state.registry.remove(name, number)
+                removed.add((name, number))
+    if not wait_until_gone(state.server, removed):
+        report.say(f"the server still serves removed versions: {sorted(removed)}")
     for version in versions:
         report.say(f"serving {version.name} version {version.number} at {state.server.url}/v1/{version.name}/latest")
 
@@ -163,6 +175,10 @@ def _wait_for_change(watched: dict[Path, Stamp], stop: Callable[[], bool]) -> di
     return None
 
 
+def _opened(item: InputFile) -> Stamp:
+    return None if item.size is None or item.mtime_ns is None else (item.size, item.mtime_ns)
+
+
 def _stamp(file: Path) -> Stamp:
     try:
         status = file.stat()
@@ -176,9 +192,16 @@ def _names(files: Mapping[Path, Any], notebook: Path) -> list[str]:
 
 
 def _stop(pid: int) -> None:
-    """Stop the registry server this watch started (SIGTERM: in-flight requests end first)."""
+    """Stop the registry server this watch started: SIGTERM (in-flight requests end first), SIGKILL after
+    ``STOP_TIMEOUT`` seconds."""
     try:
         os.kill(pid, signal.SIGTERM)
-        os.waitpid(pid, 0)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.05)
     except (ProcessLookupError, ChildProcessError):
         pass

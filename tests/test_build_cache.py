@@ -51,7 +51,11 @@ class Project:
                 f"open({str(self.runs)!r}, 'a').write('run\\n')\n"
                 "total = float(pd.read_csv('data.csv')['v'].sum())\n"
                 "open('written.txt', 'w').write('made here')\n"
-                "made = open('written.txt').read()" + extra
+                "made = open('written.txt').read()\n"
+                "import os, shutil\n"  # directories opened (rmtree opens them): not inputs
+                "shutil.rmtree('out', ignore_errors=True)\n"
+                "os.makedirs('out/plots')\n"
+                "open('out/plots/figure.txt', 'w').write('drawn')" + extra
             ),
             new_code_cell(
                 "def predict(x: float) -> float:\n    return scale(x) + total + offset", metadata={"tags": ["predict"]}
@@ -70,6 +74,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     (folder / "helper.py").write_text("def scale(x):\n    return 2 * x\n")
     (folder / "data.csv").write_text("v\n1\n2\n")
     monkeypatch.setenv("NB2SVC_CACHE_DIR", str(tmp_path / "cache"))
+    # as on a user's machine: imports write __pycache__, and a later import opens only the .pyc
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     started: list[str] = []
     launch = KernelManager._async_launch_kernel  # where every kernel manager starts the kernel's process
 
@@ -91,7 +97,10 @@ def answer(result: BuildResult) -> Any:
 def test_an_unchanged_rebuild_reuses_the_result_without_a_kernel(project: Project) -> None:
     first = project.build()
     assert (first.reused, project.run_count(), len(project.started)) == (None, 1, 1)
-    assert sorted(first.inputs) == ["data.csv", "helper.py"]  # read; written.txt was made by the notebook
+    assert sorted(item.path for item in first.inputs) == [
+        "data.csv",
+        "helper.py",
+    ]  # read; written.txt was made by the notebook
     assert answer(first) == 2.0 + 3.0 + 1
 
     again = project.build("again")
@@ -211,8 +220,38 @@ def test_an_entry_whose_files_are_gone_is_not_reused(project: Project) -> None:
     first = project.build()
     entry = build_cache.BuildCache(Path(os.environ["NB2SVC_CACHE_DIR"]) / "builds", project.notebook.resolve())
     assert first.cache_key is not None and entry.find(first.cache_key) is not None
-    (project.folder / "data.csv").unlink()
+    kept = entry.folder / first.cache_key / "service" / "artifacts" / "predict.pkl"
+    content = kept.read_bytes()
+    kept.unlink()  # a cache cleaned by hand: the entry is not whole
     assert entry.find(first.cache_key) is None
+    kept.write_bytes(content)
+    assert entry.find(first.cache_key) is not None
+    (project.folder / "data.csv").unlink()  # an input gone
+    assert entry.find(first.cache_key) is None
+
+
+def test_a_file_saved_while_the_build_ran_builds_again(project: Project) -> None:
+    """An editor saves data.csv after the cell read it (another process: the kernel's hook does not see it):
+    the build used what it read, and the next build must not take it for the new content."""
+    save = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', \"open('data.csv', 'a').write('5\\\\n')\"])"
+    project.write_notebook(extra="\n" + save)
+    first = project.build()
+    assert answer(first) == 2.0 + 3.0 + 1  # what it read: 1 and 2
+    assert (project.folder / "data.csv").read_text() == "v\n1\n2\n5\n"
+    second = project.build()
+    assert second.reused is None and project.run_count() == 2
+    assert answer(second) == 2.0 + 8.0 + 1
+
+
+def test_a_symlinked_data_file_is_followed(project: Project, tmp_path: Path) -> None:
+    outside = tmp_path / "shared.csv"
+    outside.write_text("v\n10\n")
+    (project.folder / "data.csv").unlink()
+    (project.folder / "data.csv").symlink_to(outside)
+    assert answer(project.build()) == 2.0 + 10.0 + 1
+    assert project.build().reused is not None
+    outside.write_text("v\n20\n")
+    assert answer(project.build()) == 2.0 + 20.0 + 1
 
 
 def test_only_the_newest_entries_of_a_notebook_are_kept(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -85,11 +85,31 @@ def test_a_class_is_tracked_by_its_definition() -> None:
         exec(f"class Box:\n    kinds = {kinds}\n    def twice(self):\n        return Box.kinds * 2\n", namespace)
         return namespace["Box"]  # type: ignore[no-any-return]
 
-    with _content_addressed_classes(cloudpickle):
-        one, same, other = (cloudpickle.dumps(define(kinds)) for kinds in (1, 1, 2))
+    def captured(kinds: int) -> bytes:  # as one build's capture does
+        with _content_addressed_classes(cloudpickle) as finish:
+            return finish(cloudpickle.dumps(define(kinds)))
+
+    one, same, other = captured(1), captured(1), captured(2)
     assert one == same and one != other
     first, second = cloudpickle.loads(one), cloudpickle.loads(other)
     assert (first.kinds, second.kinds, first().twice(), second().twice()) == (1, 2, 2, 4)
     assert cloudpickle.loads(same) is first
     random = cloudpickle.dumps(define(1))  # outside a capture: cloudpickle's own random id
     assert random != one and cloudpickle.dumps(define(1)) != random
+
+
+def test_a_long_chain_of_classes_pickles_as_deep_as_without_tracking() -> None:
+    """Ids are set after pickling, once: no class is pickled twice, so nothing goes deeper than cloudpickle."""
+    import cloudpickle
+
+    from nb2svc.kernel_side.capture import _content_addressed_classes
+
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    source = "class C0:\n    pass\n" + "".join(f"class C{n}:\n    parent = C{n - 1}\n" for n in range(1, 80))
+    exec(source, namespace)
+    with _content_addressed_classes(cloudpickle) as finish:
+        first = finish(cloudpickle.dumps(namespace["C79"]))
+    with _content_addressed_classes(cloudpickle) as finish:
+        assert finish(cloudpickle.dumps(namespace["C79"])) == first
+    loaded = cloudpickle.loads(first)
+    assert loaded.parent.parent.__name__ == "C77"

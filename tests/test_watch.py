@@ -24,11 +24,13 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nb2svc.server_process import free_port
 
 
-def write_notebook(path: Path, broken: bool = False) -> None:
+def write_notebook(path: Path, broken: bool = False, other: bool = True) -> None:
+    endpoints = "def predict(x: float) -> float:\n    return scale(x) + total"
+    endpoints += "\n\ndef other(x: float) -> float:\n    return -x" if other else ""
     cells = [
         new_code_cell("import pandas as pd\nfrom helper import scale"),
         new_code_cell(("1 / 0\n" if broken else "") + "total = float(pd.read_csv('data.csv')['v'].sum())"),
-        new_code_cell("def predict(x: float) -> float:\n    return scale(x) + total", metadata={"tags": ["predict"]}),
+        new_code_cell(endpoints, metadata={"tags": ["predict"]}),
         new_code_cell("predict(1.0)"),
     ]
     notebook = new_notebook(cells=cells)
@@ -72,9 +74,13 @@ class Watcher:
             return index
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process.poll() is None:  # as Ctrl-C would (its temporary registry goes with it), then for sure
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
         self.reader.join()  # it read to the end of the pipe
         assert self.process.stderr is not None
         self.process.stderr.close()
@@ -113,6 +119,7 @@ def test_watch_swaps_to_good_rebuilds_and_keeps_serving_through_a_failed_one(
     watcher, folder, port = watched
     url = f"http://127.0.0.1:{port}/v1/predict/latest"
     line = watcher.wait_for(r"serving predict version 1 at ")
+    assert post(url.replace("predict", "other"), 1.0) == (200, -1.0, "1")
     watcher.wait_for(r"watching model\.ipynb, (data\.csv|helper\.py), (data\.csv|helper\.py): a save builds again")
     assert post(url, 1.0) == (200, 5.0, "1")
 
@@ -132,7 +139,9 @@ def test_watch_swaps_to_good_rebuilds_and_keeps_serving_through_a_failed_one(
         assert post(url, 1.0) == (200, 6.0, "2")
 
         write_notebook(folder / "model.ipynb", broken=True)  # the notebook, broken
-        line = watcher.wait_for(r"build failed; still serving the last good build \(predict version 2\)", line)
+        line = watcher.wait_for(
+            r"build failed; still serving the last good build \(predict version 2, other version 2\)", line
+        )
         assert "cell 2 of model.ipynb raised ZeroDivisionError: division by zero" in watcher.lines[line + 1]
         assert post(url, 1.0) == (200, 6.0, "2")
 
@@ -140,9 +149,18 @@ def test_watch_swaps_to_good_rebuilds_and_keeps_serving_through_a_failed_one(
         line = watcher.wait_for(r"the build is the service already served; still serving the last good build", line)
         assert "[1/4] cell 1" not in watcher.lines[line - 1]  # reused: no cell ran
 
-        (folder / "data.csv").write_text("v\n1\n2\n10\n")  # a data file it read
+        helper = (folder / "helper.py").read_bytes()
+        (folder / "helper.py").write_text("def scale(x):\n    return 3 *\n")  # a local module, broken
+        line = watcher.wait_for(r"build failed; still serving the last good build", line)
+        assert "SyntaxError" in watcher.lines[line + 1]
+        (folder / "helper.py").write_bytes(helper)  # fixed: what the failed run read is watched
+        line = watcher.wait_for(r"the build is the service already served", line)
+
+        (folder / "data.csv").write_text("v\n1\n2\n10\n")  # a data file it read, and an endpoint removed
+        write_notebook(folder / "model.ipynb", other=False)
         line = watcher.wait_for(r"serving predict version 3 at ", line)
         assert post(url, 1.0) == (200, 16.0, "3")
+        assert post(url.replace("predict", "other"), 1.0)[0] == 404
     finally:
         done.set()
         client.join()
@@ -152,8 +170,12 @@ def test_watch_swaps_to_good_rebuilds_and_keeps_serving_through_a_failed_one(
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/deployments", timeout=10) as response:
         server = json.loads(response.read())
-    kept = sorted(p.name for p in (Path(server["registry"]) / "predict").iterdir() if not p.name.startswith("."))
-    assert kept == ["2", "3"]  # what is served and the one before it: version 1 is retired
+
+    def kept(name: str) -> list[str]:
+        return sorted(p.name for p in (Path(server["registry"]) / name).iterdir() if p.name.isdigit())
+
+    assert kept("predict") == ["2", "3"]  # what is served and the one before it: version 1 is retired
+    assert kept("other") == []  # the notebook has it no more
     watcher.process.send_signal(signal.SIGTERM)
     assert watcher.process.wait(timeout=60) == 0
     assert watcher.lines[-2:] == ["stopped", "<exited>"]

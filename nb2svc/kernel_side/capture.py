@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import failures, recording
@@ -69,10 +69,10 @@ def capture_functions(
     registered = _pickle_local_modules_by_value(cloudpickle, notebook_dir)
     manifest = runtime_module("manifest", service_dir)
     try:
-        with _content_addressed_classes(cloudpickle):
+        with _content_addressed_classes(cloudpickle) as finish:
             described = [
                 _endpoint(
-                    cloudpickle, name, function, cell, recorded, service_dir, extra_examples.get(name, []),
+                    cloudpickle, finish, name, function, cell, recorded, service_dir, extra_examples.get(name, []),
                     example_source,
                 )
                 for name, (function, cell, recorded) in functions.items()
@@ -96,6 +96,7 @@ def capture_functions(
 
 def _endpoint(
     cloudpickle: Any,
+    finish: Callable[[bytes], bytes],
     name: str,
     function: Any,
     cell: int,
@@ -114,7 +115,7 @@ def _endpoint(
         _run_example(name, function, data, service_dir, recorded.frame, example_source) for data in extra_examples
     ]
     try:
-        payload = cloudpickle.dumps(function)
+        payload = finish(cloudpickle.dumps(function))
     except Exception as exc:  # cloudpickle raises TypeError, PicklingError, RecursionError...
         raise _Failed(unpicklable(cloudpickle, name, function, exc)) from None
     described = runtime_module("schema", service_dir).describe(function)
@@ -138,34 +139,45 @@ def _endpoint(
     )
 
 
+_PLACEHOLDER = "nb2svc-class-"  # then digits, to cloudpickle's 32 characters: no uuid4 hex looks like it
+
+
 @contextlib.contextmanager
-def _content_addressed_classes(cloudpickle: Any) -> Iterator[None]:
-    """While capturing, a class pickled by value is tracked by a digest of its own definition, not a random id.
+def _content_addressed_classes(cloudpickle: Any) -> Iterator[Callable[[bytes], bytes]]:
+    """While capturing, a class pickled by value is tracked by an id made from the pickle, not a random one.
 
     cloudpickle gives each class it pickles by value (one the notebook defined) a ``uuid4`` "tracker id", so that
     the loads of several pickles in one process share one class object: with it, two builds of the same notebook
-    were never the same bytes, nor the same model version. Here the id is a digest of the class pickled with
-    the ids of the classes it refers to (its own a placeholder while it is being pickled): the same definition
-    gets the same id, in every build; another definition another id, so the versions that one server loads
-    never share a class that is not the same. Where the kernel's cloudpickle has no such (private) function, its
-    ids stay random.
+    were never the same bytes, nor the same model version. Here each class gets a placeholder id (numbered in
+    the order the pickling meets it), and the function this yields makes each placeholder of a finished pickle
+    a digest of that pickle and the placeholder: the same pickle, the same ids, in every build; another pickle
+    (another definition, other class attributes) other ids, so the versions one server loads never share a
+    class that is not the same. Where the kernel's cloudpickle has no such (private) function, its ids stay
+    random and the pickles are left as they are.
     """
     module = getattr(cloudpickle, "cloudpickle", None)
     original = getattr(module, "_get_or_create_tracker_id", None)
     if original is None:
-        yield
+        yield lambda payload: payload
         return
-    made: dict[type, str] = {}
+    ids: dict[type, str] = {}
 
     def tracker_id(class_def: type) -> str:
-        if class_def not in made:
-            made[class_def] = "0" * 32  # while its definition is pickled, which may refer to it
-            made[class_def] = hashlib.sha256(cloudpickle.dumps(class_def)).hexdigest()[:32]
-        return made[class_def]
+        if class_def not in ids:
+            number = str(len(ids))
+            ids[class_def] = _PLACEHOLDER + number.zfill(32 - len(_PLACEHOLDER))
+        return ids[class_def]
+
+    def finish(payload: bytes) -> bytes:
+        digest = hashlib.sha256(payload).hexdigest()
+        for placeholder in ids.values():  # the same length: the pickle's string lengths stay right
+            final = hashlib.sha256(f"{digest}:{placeholder}".encode()).hexdigest()[:32]
+            payload = payload.replace(placeholder.encode(), final.encode())
+        return payload
 
     module._get_or_create_tracker_id = tracker_id  # type: ignore[union-attr]
     try:
-        yield
+        yield finish
     finally:
         module._get_or_create_tracker_id = original  # type: ignore[union-attr]
 
