@@ -8,7 +8,8 @@ are all seen. A file a C or C++ library opens by itself (pyarrow's parquet reade
 startup file). Each file is noted with its size and modification time when it was first opened, so that a file
 saved while the build ran is known to have changed. Only regular files count; files the cells wrote are
 outputs, not inputs; the kernel's own environment (``sys.prefix``, site-packages) and ``exclude`` are left out.
-A symlink in the folder is noted where it is, and followed when it is stat-ed.
+A symlink in the folder is noted where it is, and followed when it is stat-ed; a path outside the folder that
+only resolves into it is not noted.
 """
 
 from __future__ import annotations
@@ -33,16 +34,15 @@ def record_reads(folder: str, exclude: list[str]) -> None:
     abspath, realpath, fsdecode = os.path.abspath, os.path.realpath, os.fsdecode
 
     def relative(path: Any) -> str | None:
-        """``path`` relative to the folder (as it is written there, else as it resolves), or None."""
+        """``path`` relative to the folder as it is written there, or None (a library's file: no realpath)."""
         absolute = abspath(fsdecode(path))
+        if not absolute.startswith(roots):
+            return None
         resolved = realpath(absolute)
         if resolved.startswith(skipped) or "site-packages" in resolved:
             return None
-        for root in roots:
-            for candidate in (absolute, resolved):
-                if candidate.startswith(root):
-                    return candidate[len(root) :].replace(os.sep, "/")
-        return None
+        root = next(root for root in roots if absolute.startswith(root))
+        return absolute[len(root) :].replace(os.sep, "/")
 
     def hook(event: str, arguments: tuple[Any, ...]) -> None:
         if event != "open":
