@@ -18,7 +18,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ def deploy(
     serve: bool = True,
     server: str | None = None,
     lock_options: LockOptions | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> Deployment | None:
     """Publish ``function`` (with everything it references, as it is now) as the next version of ``name``.
 
@@ -144,11 +145,20 @@ def deploy(
     holds the versions. With ``serve`` (the default) a registry server answers at ``server`` (``NB2SVC_SERVER``,
     default 127.0.0.1:8765), started in the background if none does, and this returns once it serves the new
     version at ``/v1/<name>/latest``.
+
+    ``parameters`` are refused: no notebook runs here, so there is no ``parameters`` cell to override (the
+    function is taken with the values the notebook's variables have now).
     """
     started = time.perf_counter()
     name = _deployment_name(function, name)
     if os.environ.get(BUILDING):
         return None
+    if parameters:
+        raise UsageError(
+            "nb2svc.deploy takes the function as it is now, with the values the notebook's variables have: no "
+            "notebook runs, so there are no parameters to inject. Set them in the notebook and run it again, or "
+            f"build with them: nb2svc build NOTEBOOK -p NAME VALUE --deploy (given: {', '.join(parameters)})"
+        )
     _check_python_version(python_version)
     packages = _packages(python_packages)
     data = _examples(examples)

@@ -134,6 +134,7 @@ def test_an_unpicklable_reference_is_named_and_nothing_is_published(tmp_path: Pa
         ({"python_version": 3.10}, "python_version is a string such as"),
         ({"examples": {"data": [1, 2]}}, "examples is a list of values of data"),
         ({"python_packages": "scikit-learn"}, "python_packages is a list of requirements"),
+        ({"parameters": {"alpha": 0.5}}, "no notebook runs, so there are no parameters to inject"),
     ],
 )
 def test_deploy_refuses_bad_arguments_before_any_work(tmp_path: Path, arguments: dict[str, Any], message: str) -> None:
