@@ -112,11 +112,14 @@ def test_the_copied_curl_line_runs_in_a_shell_whatever_the_example_holds(tmp_pat
     manifest = json.loads((service / "manifest.json").read_text())
     tricky = 'it\'s $HOME `date` "quoted"'
     manifest["endpoints"][0]["examples"] = [{"request": {"data": tricky}, "response": {"data": tricky}}]
+    manifest["parameters"] = {"alpha": 0.5, "fit": True, "tags": ["a", None]}  # -p/-f, as papermill reads them
     (service / "manifest.json").write_text(json.dumps(manifest))
     port = free_port()
     command = [sys.executable, "-m", "nb2svc", "serve", str(service), "--port", str(port)]
     with running_server(command, port, ready_path="/ready") as server, browser() as driver:
         open_dashboard(driver, server.url)
         line = driver.find_element(By.CSS_SELECTOR, '[data-deployment="echo"] .curl').text
+        facts = driver.find_element(By.CSS_SELECTOR, '[data-deployment="echo"] .facts').text
         ran = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=30)
+    assert 'parameters alpha = 0.5, fit = True, tags = ["a", None]' in facts  # written as Python, as injected
     assert json.loads(ran.stdout) == {"data": tricky}  # sent as the example is, nothing run by the shell
