@@ -33,8 +33,20 @@ def test_the_example_notebook_built_for_another_python_serves_there_as_trained(t
     notebook = str(FIXTURES / "linear_regression.ipynb")
     # 3.12 has the training versions; 3.10 has no numpy 2.3 or later, nor scikit-learn 1.8: the resolver picks
     allowed = ["--allow-other-versions"] if target == "3.10" else []
-    built = run("build", notebook, "-o", str(service), "--python-version", target, *allowed, "--json")
+    built = run("build", notebook, "-o", str(service), "--python-version", target, *allowed, "--json", "--no-cache")
     assert built.exit_code == 0, built.output
+    stages = [  # each said as it starts, in this order, on stderr
+        "starting the kernel python3…",
+        f"making an environment of Python {target}.",
+        f"running the notebook again in Python {target}.",
+        "starting the kernel nb2svc-target-python…",
+        f"checking the examples answer the same in Python {target}.",
+        "observing what the artifacts import…",
+        "locking ",
+        "rendering…",
+    ]
+    at = [built.stderr.find(stage) for stage in stages]
+    assert -1 not in at and at == sorted(at), built.stderr
     report = json.loads(built.stdout)["retarget"]
     assert report["trained_python"].startswith(f"{KERNEL}.") and report["python"].startswith(f"{target}.")
     assert report["parity"] == [{"endpoint": "my_lr_deployement", "number": 1, "same": True}]
