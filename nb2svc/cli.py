@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,6 +116,11 @@ def cli() -> None:
     help="Resolver that locks: uv (for any Python) or pip-compile (for the Python nb2svc runs under only).",
 )
 @click.option("--offline", is_flag=True, help="No resolver: pin the installed closure, without hashes.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Run the notebook even if nothing the last build depended on changed (see docs: the build cache).",
+)
 @click.option("--verify", "then_verify", is_flag=True, help="Run `nb2svc verify` on the result.")
 @click.option(
     "--deploy",
@@ -145,6 +152,7 @@ def build_command(
     extra_index_urls: tuple[str, ...],
     resolver: ResolverName,
     offline: bool,
+    no_cache: bool,
     then_verify: bool,
     then_deploy: bool,
     registry: Path | None,
@@ -182,6 +190,7 @@ def build_command(
             allow_other_versions=allow_other_versions,
             parameters=overrides,
             on_stage=progress.stage,
+            cache=not no_cache,
         )
         report = result.to_dict()
         if not as_json:
@@ -273,9 +282,16 @@ def _parse_examples(pairs: tuple[tuple[str, str], ...]) -> dict[str, list[Any]]:
 
 def _print_build(result: BuildResult) -> None:
     echo = functools.partial(click.echo, err=True)
-    echo(f"built {result.service_dir} in {result.seconds:.1f}s")
-    if result.retargeted:
-        again = result.retargeted.to_dict()
+    if result.reused:
+        echo(
+            f"reused the build of {result.manifest.built_at} from the cache in {result.seconds:.1f}s: the notebook, "
+            f"its parameters, the files it read ({len(result.inputs)}), its kernel and the options are "
+            "as they were (--no-cache runs it again)"
+        )
+    else:
+        echo(f"built {result.service_dir} in {result.seconds:.1f}s")
+    again = result.retarget
+    if again:
         how = "from the cache" if again["environment_cached"] else f"made in {again['environment_seconds']:.1f}s"
         echo(
             f"  for Python {again['python']} (trained on {again['trained_python']}): its environment {how}, "
@@ -485,6 +501,11 @@ def remove_command(name: str, version: int, registry: Path | None) -> None:
 @click.option("--replicas", type=click.IntRange(min=1), help="With --ray: this many replicas.  [default: 1]")
 @click.option("--autoscale", metavar="MIN:MAX", help="With --ray: between MIN and MAX replicas, by Ray's autoscaler.")
 @click.option("--address", help="With --ray: the Ray cluster's address.  [default: RAY_ADDRESS, or a local Ray]")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="SERVICE_DIR is a notebook: build it, serve it, and build again on every save of it or of a file it read.",
+)
 @_setting_options
 def serve_command(
     service_dir: Path | None,
@@ -497,6 +518,7 @@ def serve_command(
     replicas: int | None,
     autoscale: str | None,
     address: str | None,
+    watch: bool,
     **given: Any,
 ) -> None:
     """Serve SERVICE_DIR (a directory written by `nb2svc build`; default: the current one) with uvicorn, or with
@@ -504,6 +526,10 @@ def serve_command(
 
     With --ray, SERVICE_DIR is deployed on a Ray cluster with Ray Serve (its ray_app.py), Ray's HTTP proxy on
     --host and --port.
+
+    With --watch, SERVICE_DIR is a notebook (nb2svc serve model.ipynb --watch): each save of it, or of a local
+    module or data file it read, builds it again; the new build takes traffic once it is loaded, and a failed
+    build leaves the last good one serving.
 
     The API key is read from NB2SVC_API_KEY only (comma-separated keys), never from a flag.
     """
@@ -522,6 +548,9 @@ def serve_command(
             variables[setting.variable] = ",".join(value)
         elif isinstance(value, str):
             variables[setting.variable] = value
+    if watch:
+        _watch(service_dir, registry, use_ray, workers, host, 8000 if port is None else port, variables)
+        return
     if use_ray:
         from nb2svc.ray_serve import RayOptions, parse_autoscale, serve_ray
 
@@ -538,6 +567,45 @@ def serve_command(
             serve_registry(registry, port=REGISTRY_PORT if port is None else port, **options)
         else:
             serve(service_dir or Path("."), port=8000 if port is None else port, **options)
+
+
+def _watch(
+    notebook: Path | None,
+    registry: Path | None,
+    use_ray: bool,
+    workers: int,
+    host: str,
+    port: int,
+    variables: dict[str, str],
+) -> None:
+    from nb2svc.watch import WatchReport, watch
+
+    if notebook is None:
+        raise click.UsageError("--watch takes the notebook to build and serve: nb2svc serve model.ipynb --watch")
+    others = [
+        *([f"--registry {registry}"] if registry is not None else []),
+        *(["--ray"] if use_ray else []),
+        *([f"--workers {workers}"] if workers != 1 else []),
+    ]
+    if others:
+        raise click.UsageError(f"--watch serves one notebook in one process, without {', '.join(others)}")
+    os.environ.update(variables)  # the server --watch starts reads its settings from there
+    progress = _Progress()
+
+    def say(line: str) -> None:
+        progress.end_line()
+        click.echo(line, err=True)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # stopped by a supervisor as by Ctrl-C: the server and the builds go
+    signal.signal(signal.SIGINT, interrupt)  # even where a background shell left Ctrl-C ignored
+    with _reporting_errors(False, progress):
+        try:
+            watch(notebook, WatchReport(say, progress, progress.stage), host=host, port=port)
+        except KeyboardInterrupt:
+            say("stopped")
 
 
 def _refuse_ray_combinations(

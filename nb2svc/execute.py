@@ -21,7 +21,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbformat import NotebookNode
 
 from nb2svc.errors import CellFailed, KernelFailed
-from nb2svc.kernel_side import loaded, recording
+from nb2svc.kernel_side import loaded, reads, recording
 from nb2svc.kernel_side.reply import RESULT_MIME, reply
 from nb2svc.notebook import PREDICT_TAG, Cell, NotebookSpec
 
@@ -54,6 +54,10 @@ class ExecutedNotebook:
     kernel_name: str
     timings: tuple[CellTiming, ...]
     modules_at_start: tuple[str, ...]
+
+    def files_read(self) -> tuple[str, ...]:
+        """The files in the notebook's folder the cells read and did not write, relative to it (``reads``)."""
+        return tuple(self.kernel.call(reads.files_read))
 
 
 class Kernel:
@@ -101,6 +105,7 @@ SENT_TO_KERNEL = (
     "kernel_side.failures",
     "kernel_side.runtime",
     "kernel_side.loaded",
+    "kernel_side.reads",
     "kernel_side.recording",
     "kernel_side.unpicklable",
     "kernel_side.capture",
@@ -136,6 +141,7 @@ _INSTALLATION = _installation()
 
 
 OnCell = Callable[[CellProgress], None]
+OnKernel = Callable[[str, "float | None"], None]  # the kernel's name; None as it starts, then the seconds it took
 
 
 @contextmanager
@@ -147,6 +153,7 @@ def execute_notebook(
     on_cell: OnCell | None = None,
     runtime_path: Path | None = None,
     kernel_manager: KernelManager | None = None,
+    on_kernel: OnKernel | None = None,
 ) -> Iterator[ExecutedNotebook]:
     """Run every cell of ``spec`` that is not tagged ``skip``; yield with the kernel still open.
 
@@ -155,6 +162,7 @@ def execute_notebook(
     (the folder holding the service's ``nb2svc_runtime``), the calls later cells
     make of the endpoints are recorded as examples. ``kernel_manager``, if given, starts the kernel (one of
     an environment nb2svc made, ``target_python.kernel_in``), ``kernel_name`` naming it in messages.
+    ``on_kernel`` hears the kernel's name when it starts starting, then the seconds it took.
     """
     name = kernel_name or spec.kernel_name
     cells = [nbformat.v4.new_code_cell(cell.source) for cell in spec.cells_to_run]
@@ -168,9 +176,15 @@ def execute_notebook(
     )
     with ExitStack() as stack:
         kernel_stderr = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
+        report = on_kernel or (lambda name, seconds: None)
+        report(name, None)
+        started = time.perf_counter()
         _start_kernel(stack, client, name, kernel_stderr)
         kernel = Kernel(client)
+        report(name, time.perf_counter() - started)
         modules_at_start = tuple(kernel.call(loaded.loaded_modules))
+        exclude = [str(runtime_path)] if runtime_path else []
+        kernel.call(reads.record_reads, folder=str(spec.directory), exclude=exclude)
         record = _recording(kernel, spec, runtime_path)
         timings = tuple(_run_cells(client, spec, name, timeout, kernel_stderr, on_cell or (lambda _: None), record))
         yield ExecutedNotebook(
@@ -190,7 +204,9 @@ def _start_kernel(stack: ExitStack, client: NotebookClient, name: str, stderr: I
     try:
         # BUILDING tells nb2svc.deploy in the notebook that this run is a build's: it publishes nothing then
         # cleanup_kc: shut down even a kernel whose manager nb2svc gave (nbclient leaves those running by default)
-        environment = {**os.environ, BUILDING: "1"}
+        # PYTHONHASHSEED: a set of strings iterates in an order that changes with each process's hash seed, and
+        # cloudpickle writes it in that order; one seed makes two builds of the same inputs the same bytes
+        environment = {"PYTHONHASHSEED": "0", **os.environ, BUILDING: "1"}
         stack.enter_context(client.setup_kernel(stderr=stderr, env=environment, cleanup_kc=True))
     except NoSuchKernel as exc:
         raise KernelFailed(

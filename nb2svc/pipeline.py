@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -11,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nb2svc.build_cache import BuildCache, CachedBuild, build_key
 from nb2svc.capture import Capture, capture_endpoints
 from nb2svc.errors import CaptureFailed, CellFailed, KernelFailed, PythonNotFound, UsageError
 from nb2svc.execute import OnCell, execute_notebook
 from nb2svc.interpreters import describe, find_interpreter
-from nb2svc.locking import Lock, LockOptions, lock_requirements
+from nb2svc.locking import Lock, LockOptions, default_cache_dir, lock_requirements
 from nb2svc.notebook import NotebookSpec, read_notebook
 from nb2svc.observe import observe_requirements
 from nb2svc.render import (
@@ -28,7 +32,15 @@ from nb2svc.render import (
     staging_directory,
 )
 from nb2svc.requirements import gather_requirements, runtime_pins
-from nb2svc.runtime.manifest import Manifest, NotebookDescription, RequirementEntry, Retarget, VersionChange, plain
+from nb2svc.runtime.manifest import (
+    Manifest,
+    NotebookDescription,
+    RequirementEntry,
+    Retarget,
+    VersionChange,
+    plain,
+    read_manifest,
+)
 from nb2svc.target_python import (
     KERNEL_NAME,
     ParityCheck,
@@ -75,13 +87,30 @@ class BuildResult:
     lock: Lock
     seconds: float
     retargeted: Retargeted | None = None  # built for another Python than the kernel's
+    inputs: tuple[str, ...] = ()  # the files in the notebook's folder its cells read, relative to it
+    cache_key: str | None = None  # None: the kernel could not be described, so nothing was cached
+    reused: CachedBuild | None = None  # the cache's entry, when the build was reused from there
+
+    @property
+    def retarget(self) -> dict[str, Any] | None:
+        """The second run in another Python, as its ``to_dict`` (a reused build's as it was reported)."""
+        if self.reused is not None:
+            return self.reused.report.get("retarget")
+        return self.retargeted.to_dict() if self.retargeted else None
 
     def to_dict(self) -> dict[str, Any]:
+        retarget = self.retarget
         return {
-            **({"retarget": self.retargeted.to_dict()} if self.retargeted else {}),
+            **({"retarget": retarget} if retarget else {}),
             "ok": True,
             "service_dir": str(self.service_dir),
             "seconds": round(self.seconds, 3),
+            "cache": {
+                "key": self.cache_key,
+                "reused": self.reused is not None,
+                **({"built_in_seconds": self.reused.report.get("seconds")} if self.reused else {}),
+            },
+            "inputs": list(self.inputs),
             "requirements": [plain(requirement) for requirement in self.requirements],
             "lock": self.lock.to_dict(),
             "manifest": self.manifest.to_dict(),
@@ -104,6 +133,7 @@ def build(
     allow_other_versions: bool = False,
     parameters: Mapping[str, Any] | None = None,
     on_stage: OnStage | None = None,
+    cache: bool = True,
 ) -> BuildResult:
     """Build the service directory for ``notebook`` at ``output`` (default ``<notebook name>_service``).
 
@@ -118,6 +148,10 @@ def build(
 
     ``parameters`` override the ``parameters`` cell's defaults as papermill does (``nb2svc.parameters``); papermill's
     warnings about them, and each stage as it starts and ends, are reported to ``on_stage``.
+
+    A build whose inputs are unchanged reuses the last one's service directory without starting a kernel
+    (``build_cache`` says what the inputs are); ``cache=False`` runs the notebook anyway. Every build is kept
+    there.
     """
     started = time.perf_counter()
     lock_options = lock_options or LockOptions()
@@ -139,12 +173,36 @@ def build(
     target = target.resolve()
     check_output(target, force)
     extra = {name: list(values) for name, values in (examples or {}).items()}
+    options = {
+        "kernel": kernel_name,
+        "examples": extra,
+        "python_packages": list(python_packages),
+        "requirements_file": requirements_text,
+        "lock": {**dataclasses.asdict(lock_options), "cache_dir": None},
+        "python": _identity(python),
+        "allow_other_versions": allow_other_versions,
+        "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH"),  # the manifest's built_at
+    }
+    with _stage(on_stage, "looking for this build in the cache…") as notes:
+        key = build_key(spec.sha256, spec.parameters, kernel_name or spec.kernel_name, options)
+        builds = BuildCache((lock_options.cache_dir or default_cache_dir()).parent / "builds", spec.path)
+        hit = builds.find(key) if key is not None and cache else None
+        notes += ["found: nothing it depends on changed"] if hit else []
+    if hit is not None:
+        with contextlib.suppress(OSError):  # an entry evicted while copied: build it again
+            return _reuse(hit, target, force, started)
     with staging_directory(target) as staging:
         copy_runtime(staging)
         with execute_notebook(
-            spec, kernel_name=kernel_name, timeout=timeout, on_cell=on_cell, runtime_path=staging
+            spec,
+            kernel_name=kernel_name,
+            timeout=timeout,
+            on_cell=on_cell,
+            runtime_path=staging,
+            on_kernel=_kernel_stage(on_stage),
         ) as executed:
             capture = capture_endpoints(executed, staging, extra)
+            inputs = executed.files_read()
         kernel_minor = _minor(capture.python_version)
         retargeted = None
         if lock_options.python_version and lock_options.python_version != kernel_minor:
@@ -172,14 +230,66 @@ def build(
         with _stage(on_stage, "rendering…"):
             manifest = render_service(staging, service_name(spec.path), origin, capture, requirements, lock, retarget)
             publish(staging, target, force)
-    return BuildResult(
+    result = BuildResult(
         service_dir=target,
         manifest=manifest,
         requirements=requirements,
         lock=lock,
         seconds=time.perf_counter() - started,
         retargeted=retargeted,
+        inputs=inputs,
+        cache_key=key,
     )
+    if key is not None:
+        try:
+            builds.store(key, target, inputs, {k: v for k, v in result.to_dict().items() if k != "service_dir"})
+        except OSError as exc:  # a full disk: the build stands, the next one runs again
+            failed = StageProgress(f"the build cache could not keep this build: {exc}", warning=True)
+            (on_stage or (lambda _: None))(failed)
+    return result
+
+
+def _reuse(hit: CachedBuild, target: Path, force: bool, started: float) -> BuildResult:
+    """The cached service directory published at ``target``, described as its build described it."""
+    with staging_directory(target) as staging:
+        shutil.copytree(hit.service, staging, symlinks=True, dirs_exist_ok=True)
+        publish(staging, target, force)
+    manifest = read_manifest(target)
+    described = manifest.lock
+    lock = Lock(
+        requirements_in=(target / "requirements.in").read_text(encoding="utf-8"),
+        requirements_txt=(target / "requirements.txt").read_text(encoding="utf-8"),
+        pins=described.pins,
+        python_version=described.python_version,
+        tool=described.tool,
+        hashes=described.hashes,
+        cached=True,
+        seconds=0.0,
+        options=LockOptions(
+            index_url=described.index_url, extra_index_urls=described.extra_index_urls, offline=described.offline
+        ),
+    )
+    return BuildResult(
+        service_dir=target,
+        manifest=manifest,
+        requirements=manifest.requirements,
+        lock=lock,
+        seconds=time.perf_counter() - started,
+        inputs=tuple(item.path for item in hit.inputs),
+        cache_key=hit.key,
+        reused=hit,
+    )
+
+
+def _identity(python: str | None) -> list[Any] | None:
+    """The interpreter ``--python`` names, as the cache tells one from another: where it is, and its file's time."""
+    if python is None:
+        return None
+    found = shutil.which(python) or python
+    try:
+        return [os.path.realpath(found), os.stat(found).st_mtime_ns]
+    except OSError:
+        return [python]
 
 
 @dataclass(frozen=True)
@@ -241,7 +351,7 @@ def _retarget(
         with kernel_in(environment.python) as manager:
             with execute_notebook(
                 spec, kernel_name=KERNEL_NAME, kernel_manager=manager, timeout=timeout, on_cell=on_cell,
-                runtime_path=staging,
+                runtime_path=staging, on_kernel=_kernel_stage(on_stage),
             ) as executed:  # fmt: skip
                 made = capture_endpoints(executed, staging, {})  # --example values: replayed by the parity check
     except (CellFailed, KernelFailed, CaptureFailed) as exc:
@@ -262,6 +372,12 @@ def _retarget(
     )
     capture = dataclasses.replace(made, endpoints=endpoints)
     return Retargeted(capture, trained, environment, rerun_seconds, checks, runtime_unpinned)
+
+
+def _kernel_stage(on_stage: OnStage | None) -> Callable[[str, float | None], None]:
+    """The kernel's start, reported as a stage."""
+    report = on_stage or (lambda _: None)
+    return lambda name, seconds: report(StageProgress(f"starting the kernel {name}…", seconds=seconds))
 
 
 def _backend(options: LockOptions) -> str:

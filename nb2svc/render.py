@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 from nb2svc import __version__
 from nb2svc.capture import Capture
-from nb2svc.errors import OutputExists
+from nb2svc.errors import OutputExists, UsageError
 from nb2svc.execute import CellTiming
 from nb2svc.locking import Lock
 from nb2svc.runtime.manifest import (
@@ -129,7 +130,7 @@ def build_manifest(
         name=name,
         version=model_version(capture.endpoints),
         nb2svc_version=__version__,
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        built_at=build_time().isoformat(timespec="seconds"),
         notebook=origin.notebook,
         source=origin.source,
         python=PythonDescription(
@@ -143,6 +144,17 @@ def build_manifest(
         retarget=retarget,
         parameters=dict(origin.parameters),
     )
+
+
+def build_time() -> datetime:
+    """Now, or ``SOURCE_DATE_EPOCH`` where it is set (reproducible-builds.org's variable): with it, two builds of
+    the same inputs differ only in how long their cells took."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        return datetime.now(timezone.utc)
+    if not epoch.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds since 1970-01-01 UTC")
+    return datetime.fromtimestamp(int(epoch), timezone.utc)
 
 
 def model_version(endpoints: tuple[EndpointDescription, ...]) -> str:

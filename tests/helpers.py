@@ -1,5 +1,5 @@
 """What several test modules share: paths, kernels seen from /proc, service directories made from a manifest
-object (no kernel build), and real server processes."""
+object (no kernel build), real server processes, and the local base image container builds use."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
+from nb2svc.image import podman_options
 from nb2svc.render import copy_runtime
 from nb2svc.runtime import schema
 from nb2svc.runtime.manifest import (
@@ -35,13 +37,17 @@ from nb2svc.runtime.manifest import (
 from nb2svc.server_process import ServerProcess, running_server
 
 __all__ = [
+    "BASE_IMAGE",
     "FIXTURES",
+    "PODMAN",
     "ROOT",
     "ServerProcess",
     "browser",
     "kernel_processes",
+    "local_base_image",
     "make_service",
     "open_dashboard",
+    "podman",
     "post_json",
     "request_log_line",
     "running_server",
@@ -53,6 +59,8 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+BASE_IMAGE = "localhost/nb2svc-test-base:bookworm"  # Debian bookworm: python3 3.11
+PODMAN = ["podman", *podman_options()]
 
 
 def kernel_processes() -> list[str]:
@@ -216,3 +224,27 @@ def post_json(url: str, body: Any) -> Any:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
+
+
+def podman(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PODMAN, *args], capture_output=True, text=True)
+
+
+def local_base_image() -> str:
+    """Debian bookworm's python3 as a local image (no image registry is reachable here): made once (about 40 s) by
+    mmdebstrap and `podman import`, then found by its tag. `make container-tools` installs both."""
+    if not (shutil.which("podman") and shutil.which("mmdebstrap")):
+        pytest.fail("podman and mmdebstrap are needed: `make container-tools` installs them")
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip("the local base is Debian bookworm, whose python3 is 3.11: the kernel's Python must be 3.11")
+    if podman("image", "exists", BASE_IMAGE).returncode != 0:
+        with tempfile.TemporaryDirectory(prefix="nb2svc-base-") as scratch:
+            rootfs = Path(scratch) / "rootfs.tar"
+            include = "--include=python3-minimal,python3-venv,ca-certificates"
+            made = subprocess.run(
+                ["mmdebstrap", "--variant=minbase", include, "bookworm", str(rootfs)], capture_output=True, text=True
+            )
+            assert made.returncode == 0, made.stderr[-3000:]
+            imported = podman("import", str(rootfs), BASE_IMAGE)
+            assert imported.returncode == 0, imported.stderr
+    return BASE_IMAGE

@@ -145,13 +145,15 @@ def test_progress_per_cell_on_stderr(built: tuple[Path, Result]) -> None:
 def test_each_stage_says_what_it_does_in_order_on_stderr(built: tuple[Path, Result], tmp_path: Path) -> None:
     _, as_json = built
     json.loads(as_json.stdout)  # --json: the stages on stderr, one JSON object alone on stdout
-    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--verify")
+    result = run("build", str(LR), "-o", str(tmp_path / "out"), "--verify", "--no-cache")  # the same inputs: run
     assert result.exit_code == 0, result.output
     for stderr in (as_json.stderr, result.stderr):
         lines = stderr.splitlines()
         stages = [
             next(i for i, line in enumerate(lines) if re.match(pattern, line))
             for pattern in (
+                r"looking for this build in the cache… \(\d+\.\d\ds\)$",
+                r"starting the kernel python3… \(\d+\.\d\ds\)$",
                 r"  \[5/5\] cell ",
                 r"observing what the artifacts import… \(\d+\.\d\ds\)$",
                 r"locking \d+ requirements with uv… \(\d+\.\d\ds(, from the cache)?\)$",

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,34 +29,12 @@ from nb2svc.image import ContainerTool, _wheel_error, build_command, manylinux_p
 from nb2svc.runtime.manifest import Manifest, read_manifest
 from nb2svc.targets import write_targets
 
-from helpers import FIXTURES, make_service, post_json, running_server
-
-BASE_IMAGE = "localhost/nb2svc-test-base:bookworm"  # Debian bookworm: python3 3.11
-PODMAN = ["podman", *podman_options()]
-
-
-def podman(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PODMAN, *args], capture_output=True, text=True)
+from helpers import FIXTURES, local_base_image, make_service, podman, post_json, running_server
 
 
 @pytest.fixture(scope="module")
 def base_image() -> str:
-    """Debian bookworm's python3 as a local image: made once (about 40 s), then found by its tag."""
-    if not (shutil.which("podman") and shutil.which("mmdebstrap")):
-        pytest.fail("podman and mmdebstrap are needed: `make container-tools` installs them")
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip("the local base is Debian bookworm, whose python3 is 3.11: the kernel's Python must be 3.11")
-    if podman("image", "exists", BASE_IMAGE).returncode != 0:
-        with tempfile.TemporaryDirectory(prefix="nb2svc-base-") as scratch:
-            rootfs = Path(scratch) / "rootfs.tar"
-            include = "--include=python3-minimal,python3-venv,ca-certificates"
-            made = subprocess.run(
-                ["mmdebstrap", "--variant=minbase", include, "bookworm", str(rootfs)], capture_output=True, text=True
-            )
-            assert made.returncode == 0, made.stderr[-3000:]
-            imported = podman("import", str(rootfs), BASE_IMAGE)
-            assert imported.returncode == 0, imported.stderr
-    return BASE_IMAGE
+    return local_base_image()
 
 
 @pytest.fixture(scope="module")

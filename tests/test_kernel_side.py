@@ -86,12 +86,14 @@ def test_the_kernel_side_code_is_sent_once_then_each_call_is_one_short_line(buil
     ]
     assert [match.groups()[:2] if match else c for match, c in zip(called, calls, strict=True)] == [
         ("kernel_side.loaded", "loaded_modules"),
+        ("kernel_side.reads", "record_reads"),  # before the first cell
         ("kernel_side.recording", "record_calls"),  # after the predict cell
         ("kernel_side.capture", "capture"),
         ("kernel_side.loaded", "loaded_modules"),
     ]
     arguments = [json.loads(ast.literal_eval(match.group(3))) for match in called if match]
-    assert [sorted(a) for a in arguments[1:3]] == [
+    assert [sorted(a) for a in arguments[1:4]] == [
+        ["exclude", "folder"],
         ["names", "service_dir"],
         ["endpoints", "extra_examples", "modules_at_start", "notebook_dir", "service_dir"],
     ]

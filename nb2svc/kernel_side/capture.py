@@ -6,10 +6,12 @@ runtime's ``manifest`` and ``schema`` modules, so the builder reads back exactly
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from . import failures, recording
@@ -67,12 +69,14 @@ def capture_functions(
     registered = _pickle_local_modules_by_value(cloudpickle, notebook_dir)
     manifest = runtime_module("manifest", service_dir)
     try:
-        described = [
-            _endpoint(
-                cloudpickle, name, function, cell, recorded, service_dir, extra_examples.get(name, []), example_source
-            )
-            for name, (function, cell, recorded) in functions.items()
-        ]
+        with _content_addressed_classes(cloudpickle):
+            described = [
+                _endpoint(
+                    cloudpickle, name, function, cell, recorded, service_dir, extra_examples.get(name, []),
+                    example_source,
+                )
+                for name, (function, cell, recorded) in functions.items()
+            ]  # fmt: skip
     except _Failed as failed:
         return {"failure": failures.to_json(failed.args[0])}
     finally:  # the session pickles as it did before (nb2svc.deploy runs in the user's own)
@@ -132,6 +136,38 @@ def _endpoint(
         calls_seen=recorded.seen,
         unrecorded=tuple(recorded.unrecorded),
     )
+
+
+@contextlib.contextmanager
+def _content_addressed_classes(cloudpickle: Any) -> Iterator[None]:
+    """While capturing, a class pickled by value is tracked by a digest of its own definition, not a random id.
+
+    cloudpickle gives each class it pickles by value (one the notebook defined) a ``uuid4`` "tracker id", so that
+    the loads of several pickles in one process share one class object: with it, two builds of the same notebook
+    were never the same bytes, nor the same model version. Here the id is a digest of the class pickled with
+    the ids of the classes it refers to (its own a placeholder while it is being pickled): the same definition
+    gets the same id, in every build; another definition another id, so the versions that one server loads
+    never share a class that is not the same. Where the kernel's cloudpickle has no such (private) function, its
+    ids stay random.
+    """
+    module = getattr(cloudpickle, "cloudpickle", None)
+    original = getattr(module, "_get_or_create_tracker_id", None)
+    if original is None:
+        yield
+        return
+    made: dict[type, str] = {}
+
+    def tracker_id(class_def: type) -> str:
+        if class_def not in made:
+            made[class_def] = "0" * 32  # while its definition is pickled, which may refer to it
+            made[class_def] = hashlib.sha256(cloudpickle.dumps(class_def)).hexdigest()[:32]
+        return made[class_def]
+
+    module._get_or_create_tracker_id = tracker_id  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        module._get_or_create_tracker_id = original  # type: ignore[union-attr]
 
 
 def _write_artifact(service_dir: str, name: str, payload: bytes) -> str:
