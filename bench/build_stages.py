@@ -127,9 +127,18 @@ def _nb2svc() -> None:
         "lock_requirements": "lock",
         "render_service": "render",
         "publish": "publish (rename into place)",
+        "build_key": "the build cache: the key (the kernel's environment, nb2svc's code)",
+        "_reuse": "the build cache: the cached service copied into place",
     }
     for name, label in stages.items():
         _wrap(pipeline, name, label)
+    try:
+        from nb2svc.build_cache import BuildCache
+    except ImportError:  # an nb2svc without a build cache
+        pass
+    else:
+        _wrap(BuildCache, "find", "the build cache: look up")
+        _wrap(BuildCache, "store", "the build cache: keep this build (a copy)")
     _wrap(pipeline, "build", "nb2svc.build (all of it)")
     # the kernel's shutdown happens when execute_notebook's block exits: nbclient's cleanup is timed above
     original = getattr(pipeline, "execute_notebook", None)

@@ -28,6 +28,8 @@ Settings (environment variables):
     BENCH_BUILD_ROUNDS     rounds (3)
     BENCH_BUILD_NOTEBOOKS  notebooks, comma-separated (fixtures/linear_regression.ipynb,fixtures/house_prices.ipynb)
     BENCH_BUILD_STAGES     1: the breakdown runs too (0: not)
+    BENCH_BUILD_ROWS       only these rows, by their names in lower case with dashes (plain-nbconvert,
+                           cold-lock-uv, warm-lock, stages-warm-lock-kernel-killed...; default: all)
     BENCH_NBCONVERT        the pip requirement of nbconvert (nbconvert==7.17.2)
     BENCH_WORK             where the builds, logs and results go (default: a new temporary directory)
     BENCH_CACHE            the cached virtualenvs (default ~/.cache/nb2svc-bench)
@@ -64,13 +66,15 @@ NOTEBOOKS = [
 ]
 STAGES = (os.environ.get("BENCH_BUILD_STAGES") or "1") not in ("0", "no", "off", "false")
 NBCONVERT = os.environ.get("BENCH_NBCONVERT") or "nbconvert==7.17.2"
+ONLY = [row for row in (os.environ.get("BENCH_BUILD_ROWS") or "").split(",") if row]
 TARGET_SECONDS = 1.5  # the warm-lock build at most the plain run plus this
 
 PLAIN, NBCLIENT = "plain nbconvert", "plain nbclient"
 COLD_UV, COLD_PIP, WARM, REBUILD = "cold lock, uv", "cold lock, pip-compile", "warm lock", "unchanged rebuild"
 STAGES_NB2SVC, STAGES_NBCONVERT = "stages: warm lock", "stages: nbconvert"
 STAGES_KILLED, STAGES_OVERLAP = "stages: warm lock, kernel killed", "stages: warm lock, observing during shutdown"
-STAGED = (STAGES_NB2SVC, STAGES_NBCONVERT, STAGES_KILLED, STAGES_OVERLAP)
+STAGES_REBUILD = "stages: unchanged rebuild"
+STAGED = (STAGES_NB2SVC, STAGES_NBCONVERT, STAGES_KILLED, STAGES_OVERLAP, STAGES_REBUILD)
 TRY = {STAGES_KILLED: "immediate-shutdown", STAGES_OVERLAP: "observe-during-shutdown"}
 TABLE_ROWS = (PLAIN, NBCLIENT, COLD_UV, COLD_PIP, WARM, REBUILD)
 LABELS = {
@@ -97,6 +101,7 @@ class Run:
     seconds: float | None = None  # --json's: nb2svc.build's own time
     lock_cached: bool | None = None
     lock_seconds: float | None = None
+    reused: bool | None = None  # --json's cache.reused: the build cache's result, no kernel started
     stages: dict[str, float] = field(default_factory=dict)  # the CLI's stage lines: "observing ...": seconds
     notes: dict[str, str] = field(default_factory=dict)
     cells: list[float] = field(default_factory=list)
@@ -197,6 +202,11 @@ class Bench:
             if not self.build_cache:
                 return None
             return self.build_command(notebook, out / "rebuild", None, no_cache=False), self.warm_cache
+        if row == STAGES_REBUILD:
+            if not self.build_cache:
+                return None
+            rebuild = self.build_command(notebook, out / "rebuild", None, no_cache=False)
+            return [*stages, "nb2svc", *rebuild[1:]], self.warm_cache
         raise ValueError(row)
 
     def run(self, row: str, notebook: Path, number: int) -> Run | None:
@@ -219,13 +229,14 @@ class Bench:
             return run
         if row.startswith("stages"):
             run.in_process = json.loads((self.work / "stages.json").read_text())
-        if row in (COLD_UV, COLD_PIP, WARM, REBUILD, STAGES_NB2SVC, STAGES_KILLED, STAGES_OVERLAP):
+        if row in (COLD_UV, COLD_PIP, WARM, REBUILD, STAGES_NB2SVC, STAGES_KILLED, STAGES_OVERLAP, STAGES_REBUILD):
             parse_stderr(run, done.stderr)
             if done.stdout.strip().startswith("{"):
                 answer = json.loads(done.stdout.strip().splitlines()[-1])
                 run.seconds = answer.get("seconds")
                 run.lock_cached = answer.get("lock", {}).get("cached")
                 run.lock_seconds = answer.get("lock", {}).get("seconds")
+                run.reused = answer.get("cache", {}).get("reused")
         print(f"  {notebook.name:26} {row:30} {wall:6.2f} s", flush=True)
         return run
 
@@ -233,7 +244,7 @@ class Bench:
         """Fill uv's and pip's caches and the warm lock (and build) cache; run each plain command once."""
         for notebook in NOTEBOOKS:
             print(f"warming up: {notebook.name}", flush=True)
-            for resolver in ("uv", "pip-compile"):
+            for resolver in ("uv", "pip-compile") if selected(COLD_PIP) else ("uv",):
                 scratch = Path(tempfile.mkdtemp(prefix="cache-warm-up-", dir=self.work))
                 command = self.build_command(notebook, self.work / "out" / "warm-up", resolver, no_cache=True)
                 wall, done = timed(
@@ -247,6 +258,10 @@ class Bench:
                 warm_up = self.run(row, notebook, -1)
                 if warm_up is not None and warm_up.exit_code != 0:
                     raise SystemExit(f"{row} failed on {notebook}: see the log in {self.work / 'logs'}")
+
+
+def selected(row: str) -> bool:
+    return not ONLY or _slug(row).lower() in ONLY
 
 
 def _slug(text: str) -> str:
@@ -296,6 +311,9 @@ def table(results: Results, build_cache: bool) -> str:
                 lock = statistics.median(run.lock_seconds or 0.0 for run in runs)
                 cached = "from the cache" if all(run.lock_cached for run in runs) else "resolved"
                 own = f"build {inside:.2f} s; lock {lock:.2f} s ({cached})"
+                if any(run.reused for run in runs):  # (b)-(d) pass --no-cache: never reused
+                    reused = sum(bool(run.reused) for run in runs)
+                    own += f"; reused from the build cache {reused} of {len(runs)} times, no kernel"
                 observing = [run.stages["observing"] for run in runs if "observing" in run.stages]
                 own += f"; observing {statistics.median(observing):.2f} s" if observing else ""
             median = f"{statistics.median(walls):.2f}"
@@ -349,8 +367,9 @@ def breakdown(results: Results) -> str:
             f"**{notebook.name}**: median seconds over the rounds, each stage in one process (bench/build_stages.py):",
             "",
             "| stage | `nb2svc build`, warm lock | `jupyter nbconvert --execute` "
-            "| the same build, the kernel killed at the end | the same build, observing during the kernel's shutdown |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| the same build, the kernel killed at the end | the same build, observing during the kernel's shutdown "
+            "| `nb2svc build`, unchanged rebuild |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for label in sorted(order, key=lambda label: (_group(label), order.index(label))):
             values = [[figures[label] for figures in per_row[row] if label in figures] for row in shown]
@@ -370,8 +389,11 @@ def _group(label: str) -> int:
         (
             "interpreter",
             "import",
-            "the build",
+            "the build command",
             "read",
+            "the build cache: the key",
+            "the build cache: look",
+            "the build cache: the cached",
             "copy",
             "kernel: start",
             "kernel: connect",
@@ -381,12 +403,14 @@ def _group(label: str) -> int:
             "- cell",
             "nb2svc in the kernel: record",
             "capture",
+            "nb2svc in the kernel: files",
             "kernel: shut",
             "observe",
             "gather",
             "lock",
             "render",
             "publish",
+            "the build cache: keep",
             "the rest",
         )
     ):
@@ -416,7 +440,7 @@ def main() -> None:
         results.notes.append(f"nbconvert's virtualenv: {venv.describe()}")
     bench = Bench(work, nbconvert_python, build_cache)
     bench.warm_up()
-    rows = list(TABLE_ROWS) + (list(STAGED) if STAGES else [])
+    rows = [row for row in list(TABLE_ROWS) + (list(STAGED) if STAGES else []) if selected(row)]
     for number in range(ROUNDS):
         print(f"round {number + 1} of {ROUNDS}", flush=True)
         for notebook in rotate(NOTEBOOKS, number):
