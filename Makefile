@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: install browser container-tools lint test demo bench clean
+.PHONY: install browser container-tools lint test demo bench bench-build clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v taskset >/dev/null || (apt-get update -qq && apt-get install -y -qq util-linux)
 	$(BIN)/python bench/run.py
+
+# How long `nb2svc build` takes (cold lock with uv and pip-compile, warm lock, unchanged rebuild) next to a plain
+# `jupyter nbconvert --execute` of the same notebook, and where the warm build's time goes (bench/build_times.py
+# says how, and which BENCH_BUILD_* variables change it); results in bench/RESULTS.md.
+bench-build: $(STAMP)
+	$(BIN)/python bench/build_times.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

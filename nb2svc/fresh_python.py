@@ -21,11 +21,50 @@ def run_in_fresh_python(python: str, request: dict[str, Any], what: str) -> dict
     It runs from an empty folder, so nothing is importable from the builder's working directory.
     ``what`` says in words what was asked, for the error message.
     """
-    with tempfile.TemporaryDirectory(prefix="nb2svc-fresh-") as empty:
-        done = subprocess.run(
-            [python, "-c", _SCRIPT], input=json.dumps(request), capture_output=True, text=True, cwd=empty
-        )
-    if done.returncode != 0:
-        raise FreshPythonFailed(f"{what} in a fresh {python} failed:\n{done.stderr[-2000:]}")
-    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return answer
+    with FreshPython(python, request, what) as fresh:
+        return fresh.answer()
+
+
+class FreshPython:
+    """``in_fresh_python.py`` started now under ``python`` on ``request``; ``answer()`` waits for its answer.
+
+    The builder can do other work while it runs (the kernel's shutdown, say). Used as a context manager, an
+    interpreter whose answer was never asked for is killed on the way out; its empty folder is always removed.
+    """
+
+    def __init__(self, python: str, request: dict[str, Any], what: str) -> None:
+        self._python, self._what = python, what
+        self._empty = tempfile.TemporaryDirectory(prefix="nb2svc-fresh-")
+        try:
+            with tempfile.TemporaryFile("w+", encoding="utf-8") as stdin:  # a file: nothing to feed, no deadlock
+                json.dump(request, stdin)
+                stdin.seek(0)
+                self._process = subprocess.Popen(
+                    [python, "-c", _SCRIPT],
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=self._empty.name,
+                )
+        except BaseException:
+            self._empty.cleanup()
+            raise
+
+    def answer(self) -> dict[str, Any]:
+        """Wait for the interpreter; its one JSON answer, or ``FreshPythonFailed`` with the end of its stderr."""
+        stdout, stderr = self._process.communicate()
+        self._empty.cleanup()
+        if self._process.returncode != 0:
+            raise FreshPythonFailed(f"{self._what} in a fresh {self._python} failed:\n{stderr[-2000:]}")
+        answer: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+        return answer
+
+    def __enter__(self) -> FreshPython:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process.returncode is None:  # left before its answer was asked for: a stage failed meanwhile
+            self._process.kill()
+            self._process.communicate()
+        self._empty.cleanup()

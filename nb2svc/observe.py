@@ -9,7 +9,7 @@ from packaging.utils import canonicalize_name
 
 from nb2svc.capture import Capture, Distribution, distributions_from
 from nb2svc.errors import CaptureFailed
-from nb2svc.fresh_python import run_in_fresh_python
+from nb2svc.fresh_python import FreshPython
 from nb2svc.kernel_side.failures import DOES_NOT_LOAD
 from nb2svc.runtime.manifest import EndpointDescription, ReasonSource, RequirementReason, plain
 
@@ -34,24 +34,51 @@ def observe_requirements(capture: Capture, service_dir: Path) -> dict[Requiremen
     new interpreter of the kernel's Python, every artifact is loaded, the import statements of its code
     are read, and it is called on its examples, recording the distributions each step brought in.
     """
+    with start_observing(capture, service_dir) as observation:
+        return observation.result()
+
+
+def start_observing(capture: Capture, service_dir: Path) -> Observation:
+    """``observe_requirements`` started now, in its fresh interpreter; ``result()`` waits for what it observed.
+
+    The artifacts must be written (``capture_endpoints`` has returned): the builder can then let the kernel
+    shut down while the fresh interpreter imports what loading them needs. Use it as a context manager, so
+    that an observation whose result is not asked for (a failure meanwhile) is stopped.
+    """
     request = {
         "task": "observe",
         "runtime_path": str(service_dir),
         "endpoints": [_endpoint_request(endpoint, service_dir) for endpoint in capture.endpoints],
     }
-    report = run_in_fresh_python(capture.python_executable, request, "observing the artifacts' imports")
-    if "error" in report:
-        raise _cannot_load(capture, report["error"])
-    machinery = set(report["kernel_machinery"]) | LOADED_BY_THE_RUNTIME_IN_THE_KERNEL
-    observed = {
-        IMPORTED_BY_THE_NOTEBOOK: tuple(
-            d for d in capture.notebook_distributions if canonicalize_name(d.name) not in machinery
-        )
-    }
-    for endpoint, steps in report["endpoints"].items():
-        for step, found in steps.items():
-            observed[_reason(step, endpoint)] = distributions_from(found)
-    return observed
+    return Observation(capture, FreshPython(capture.python_executable, request, "observing the artifacts' imports"))
+
+
+class Observation:
+    """An observation under way (``start_observing``)."""
+
+    def __init__(self, capture: Capture, fresh: FreshPython) -> None:
+        self._capture, self._fresh = capture, fresh
+
+    def result(self) -> dict[RequirementReason, tuple[Distribution, ...]]:
+        report = self._fresh.answer()
+        if "error" in report:
+            raise _cannot_load(self._capture, report["error"])
+        machinery = set(report["kernel_machinery"]) | LOADED_BY_THE_RUNTIME_IN_THE_KERNEL
+        observed = {
+            IMPORTED_BY_THE_NOTEBOOK: tuple(
+                d for d in self._capture.notebook_distributions if canonicalize_name(d.name) not in machinery
+            )
+        }
+        for endpoint, steps in report["endpoints"].items():
+            for step, found in steps.items():
+                observed[_reason(step, endpoint)] = distributions_from(found)
+        return observed
+
+    def __enter__(self) -> Observation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._fresh.__exit__(*exc_info)
 
 
 def _reason(step: str, endpoint: str) -> RequirementReason:

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import cloudpickle
+import pytest
 
-from nb2svc.fresh_python import run_in_fresh_python
+from nb2svc.fresh_python import FreshPython, FreshPythonFailed, run_in_fresh_python
 from nb2svc.render import copy_runtime
 
 
@@ -25,3 +26,21 @@ def test_loading_an_artifact_names_what_its_code_needs_and_not_cloudpickle(tmp_p
     request = {"task": "observe", "runtime_path": str(tmp_path), "endpoints": [endpoint]}
     loading = run_in_fresh_python(sys.executable, request, "observing")["endpoints"]["newest"]["loading"]
     assert loading == {"packaging": {"version": loading["packaging"]["version"], "modules": ["packaging"]}}
+
+
+def test_a_fresh_python_started_early_answers_later_and_one_never_asked_is_stopped(tmp_path: Path) -> None:
+    request = {"task": "closure", "names": ["packaging"]}
+    with FreshPython(sys.executable, request, "reading the metadata") as fresh:
+        answer = fresh.answer()
+    assert answer == run_in_fresh_python(sys.executable, request, "reading the metadata")
+    assert "packaging" in answer["pins"]
+
+    with FreshPython(sys.executable, request, "reading the metadata") as unasked:
+        process, folder = unasked._process, Path(unasked._empty.name)
+    assert process.returncode is not None and not folder.exists()  # stopped, its folder gone
+
+
+def test_a_fresh_python_that_fails_says_what_was_asked_and_its_last_words() -> None:
+    with FreshPython(sys.executable, {"task": "no such task"}, "asking nonsense") as fresh:
+        with pytest.raises(FreshPythonFailed, match="(?s)asking nonsense in a fresh .* failed:\n.*KeyError"):
+            fresh.answer()
