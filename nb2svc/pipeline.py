@@ -21,7 +21,7 @@ from nb2svc.execute import OnCell, execute_notebook
 from nb2svc.interpreters import describe, find_interpreter
 from nb2svc.locking import Lock, LockOptions, default_cache_dir, lock_requirements
 from nb2svc.notebook import NotebookSpec, read_notebook
-from nb2svc.observe import observe_requirements
+from nb2svc.observe import Observation, observe_requirements, start_observing
 from nb2svc.render import (
     Origin,
     check_output,
@@ -191,8 +191,9 @@ def build(
     if hit is not None:
         with contextlib.suppress(OSError):  # an entry evicted while copied: build it again
             return _reuse(hit, target, force, started)
-    with staging_directory(target) as staging:
+    with staging_directory(target) as staging, contextlib.ExitStack() as observing:
         copy_runtime(staging)
+        observation: Observation | None = None
         with execute_notebook(
             spec,
             kernel_name=kernel_name,
@@ -203,6 +204,9 @@ def build(
         ) as executed:
             capture = capture_endpoints(executed, staging, extra)
             read = executed.files_read()
+            if requirements_text is None and lock_options.python_version in (None, _minor(capture.python_version)):
+                # the artifacts are written: a fresh interpreter observes them while the kernel shuts down
+                observation = observing.enter_context(start_observing(capture, staging))
         kernel_minor = _minor(capture.python_version)
         retargeted = None
         if lock_options.python_version and lock_options.python_version != kernel_minor:
@@ -213,7 +217,7 @@ def build(
         observed = {}
         if requirements_text is None:
             with _stage(on_stage, "observing what the artifacts import…"):
-                observed = observe_requirements(capture, staging)
+                observed = observation.result() if observation else observe_requirements(capture, staging)
         unpinned = retargeted.runtime_unpinned if retargeted else frozenset()
         requirements = gather_requirements(
             capture, observed, python_packages, requirements_text, runtime_unpinned=unpinned
