@@ -780,14 +780,8 @@ def _reporting_errors(as_json: bool, progress: _Progress | None) -> Iterator[Non
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # a usage error found late (an --example that is not JSON)
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "error": {"type": "usage", "exit_code": exc.exit_code, "message": exc.format_message()},
-                    }
-                )
-            )
+            click.echo(json.dumps({"ok": False, "error": _usage_error(exc)}))
+            exc.reported = True  # type: ignore[attr-defined]  # main() prints no second object
         raise
     except Exception as exc:  # a bug of nb2svc's: keep the traceback, and the promise of one JSON object
         if progress is not None:
@@ -801,4 +795,21 @@ def _reporting_errors(as_json: bool, progress: _Progress | None) -> Iterator[Non
 
 
 def main() -> None:
-    cli(prog_name="nb2svc")
+    """The ``nb2svc`` command. With ``--json``, a command line click refuses (an unknown option, a missing
+    argument) also prints the one JSON object ``--json`` promises, ``{"ok": false, "error": {"type": "usage",
+    ...}}``, before click's message on stderr and exit 2."""
+    try:
+        code = cli.main(prog_name="nb2svc", standalone_mode=False)
+    except click.ClickException as exc:
+        if "--json" in sys.argv[1:] and not getattr(exc, "reported", False):
+            click.echo(json.dumps({"ok": False, "error": _usage_error(exc)}))
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: click.ClickException) -> dict[str, Any]:
+    return {"type": "usage", "exit_code": exc.exit_code, "message": exc.format_message()}

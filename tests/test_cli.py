@@ -308,3 +308,26 @@ def test_serve_ray_without_ray_says_how_to_install_it(tmp_path: Path, monkeypatc
 
 def test_version() -> None:
     assert run("--version").output.strip() == f"nb2svc, version {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["build", "model.ipynb", "--bogus"], "No such option '--bogus'."),
+        (["build"], "Missing argument 'NOTEBOOK'."),
+        (["build", str(FIXTURES / "linear_regression.ipynb"), "--example", "x", "{"], "is not JSON"),
+    ],
+)
+def test_a_command_line_click_refuses_still_prints_one_json_object(arguments: list[str], message: str) -> None:
+    """The nb2svc command itself (not CliRunner, which bypasses ``main``): a pipeline reading stdout gets JSON."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "nb2svc", *arguments, "--json"], capture_output=True, text=True)
+    assert done.returncode == 2
+    [line] = done.stdout.splitlines()
+    error = json.loads(line)["error"]
+    assert (error["type"], error["exit_code"]) == ("usage", 2) and message in error["message"]
+    assert message in done.stderr and "Usage: nb2svc build" in done.stderr  # click's own message, as before
+    plain = subprocess.run([sys.executable, "-m", "nb2svc", *arguments], capture_output=True, text=True)
+    assert (plain.returncode, plain.stdout) == (2, "")  # without --json, nothing on stdout
+    assert subprocess.run([sys.executable, "-m", "nb2svc", "--version"], capture_output=True).returncode == 0
