@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,8 @@ from nb2svc import __version__
 from nb2svc.execute import FileRead
 
 KEEP = 5
+FOLDER_LIMIT = 5000  # files of the notebook's folder the cache checks; a folder with more is not cached
+SMALL = 1 << 20  # bytes: a folder's file this small is kept with its digest (new times alone then still match)
 ABANDONED = 3600.0  # seconds after which a staging entry nobody renamed is a killed store's
 ENTRY = "entry.json"
 SERVICE = "service"
@@ -95,29 +98,44 @@ class BuildCache:
         self.notebook = notebook
         self.folder = root / hashlib.sha256(str(notebook).encode()).hexdigest()[:16]
 
-    def find(self, key: str) -> CachedBuild | None:
-        """The entry of ``key`` if every file it read is unchanged; it becomes the most recently used."""
+    def find(self, key: str, skip: tuple[Path, ...] = ()) -> CachedBuild | None:
+        """The entry of ``key`` if every file it read is unchanged, and every other file of the notebook's folder
+        (but ``skip``: the output) is as the build left it; it becomes the most recently used."""
         entry = self.folder / key
         try:
             data = json.loads((entry / ENTRY).read_text(encoding="utf-8"))
             inputs = tuple(InputFile(**item) for item in data["inputs"])
-            report, files = data["report"], data["files"]
+            report, files, others = data["report"], data["files"], data["folder"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not isinstance(report, dict) or not isinstance(files, dict):
+        if not isinstance(report, dict) or not isinstance(files, dict) or not isinstance(others, dict):
             return None
         if not all(item.unchanged(self.notebook.parent) for item in inputs) or _sizes(entry / SERVICE) != files:
             return None  # an input changed, or the kept directory is not whole (a cache cleaned by hand)
+        now = folder_listing(self.notebook.parent, skip, {item.path for item in inputs}, digests=False)
+        if now is None or not _same_folder(others, now, self.notebook.parent):
+            return None  # a file the notebook may have read without Python's open (a C reader) changed
         with contextlib.suppress(OSError):
             os.utime(entry / ENTRY)
         return CachedBuild(entry / SERVICE, key, inputs, report)
 
-    def store(self, key: str, service_dir: Path, inputs: tuple[InputFile, ...], report: dict[str, Any]) -> None:
-        """Keep ``service_dir`` as the result of ``key``, made from ``inputs``; ``report``: its ``--json``.
+    def store(
+        self,
+        key: str,
+        service_dir: Path,
+        inputs: tuple[InputFile, ...],
+        report: dict[str, Any],
+        skip: tuple[Path, ...] = (),
+    ) -> bool:
+        """Keep ``service_dir`` as the result of ``key``, made from ``inputs``; ``report``: its ``--json``. False,
+        and nothing kept, when the notebook's folder has more than ``FOLDER_LIMIT`` files to check.
 
         Written beside and renamed into place, so a reader sees a whole entry or none; then only the ``KEEP``
         most recently used entries of this notebook stay. What a killed store left is swept.
         """
+        others = folder_listing(self.notebook.parent, skip, {item.path for item in inputs}, digests=True)
+        if others is None:
+            return False
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".entry-", dir=self.folder))
         try:
@@ -127,6 +145,7 @@ class BuildCache:
                 "key": key,
                 "inputs": [asdict(item) for item in inputs],
                 "files": _sizes(staging / SERVICE),
+                "folder": others,
                 "report": report,
             }
             (staging / ENTRY).write_text(json.dumps(entry, indent=1), encoding="utf-8")
@@ -140,6 +159,7 @@ class BuildCache:
             for leftover in self.folder.glob(".retired-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
         self._evict()
+        return True
 
     def inputs(self, read: tuple[FileRead, ...]) -> tuple[InputFile, ...]:
         """What the cache keeps of the files a build read."""
@@ -157,6 +177,60 @@ class BuildCache:
         )
         for entry in entries[KEEP:]:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+Listing = dict[str, list[Any]]  # relative path -> [size, mtime_ns, sha256 or None]
+
+
+def folder_listing(folder: Path, skip: tuple[Path, ...], inputs: set[str], digests: bool) -> Listing | None:
+    """The other files of the notebook's folder and below: what a cell may have read without Python's ``open``
+    seeing it (pyarrow's parquet reader, h5py, OpenCV), as a safety net under the files it was seen to read.
+
+    Left out: hidden files and folders (.git, .ipynb_checkpoints), __pycache__, node_modules, virtual
+    environments (a folder with pyvenv.cfg), notebooks, ``skip`` (the output, the cache) and ``inputs``
+    (checked on their own). With ``digests``, each file up to ``SMALL`` bytes is kept with its sha256. None: more
+    than ``FOLDER_LIMIT`` files.
+    """
+    skipped = {os.path.realpath(path) for path in skip}
+    listing: Listing = {}
+    for directory, folders, files in os.walk(folder):
+        here = Path(directory)
+        folders[:] = [
+            name
+            for name in folders
+            if not name.startswith(".")
+            and name not in ("__pycache__", "node_modules")
+            and os.path.realpath(here / name) not in skipped
+            and not (here / name / "pyvenv.cfg").exists()
+        ]
+        for name in files:
+            relative = (here / name).relative_to(folder).as_posix()
+            if name.startswith(".") or name.endswith((".ipynb", ".pyc")) or relative in inputs:
+                continue
+            try:
+                status = (here / name).stat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(status.st_mode):
+                continue
+            small = digests and status.st_size <= SMALL
+            listing[relative] = [status.st_size, status.st_mtime_ns, _file_digest(here / name) if small else None]
+            if len(listing) > FOLDER_LIMIT:
+                return None
+    return listing
+
+
+def _same_folder(kept: Listing, now: Listing, folder: Path) -> bool:
+    """Whether the folder's other files are those ``kept``: the same names and sizes, and the same time or the
+    same digest."""
+    if kept.keys() != now.keys():
+        return False
+    for relative, (size, mtime_ns, digest) in kept.items():
+        if now[relative][0] != size:
+            return False
+        if now[relative][1] != mtime_ns and (digest is None or _file_digest(folder / relative) != digest):
+            return False
+    return True
 
 
 def build_key(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2svc.build_cache import BuildCache, CachedBuild, InputFile, build_key
+from nb2svc.build_cache import FOLDER_LIMIT, BuildCache, CachedBuild, InputFile, build_key
 from nb2svc.capture import Capture, capture_endpoints
 from nb2svc.errors import CaptureFailed, CellFailed, KernelFailed, PythonNotFound, UsageError
 from nb2svc.execute import OnCell, execute_notebook
@@ -185,8 +185,10 @@ def build(
     }
     with _stage(on_stage, "looking for this build in the cache…") as notes:
         key = build_key(spec.sha256, spec.parameters, kernel_name or spec.kernel_name, options)
-        builds = BuildCache((lock_options.cache_dir or default_cache_dir()).parent / "builds", spec.path)
-        hit = builds.find(key) if key is not None and cache else None
+        cache_root = (lock_options.cache_dir or default_cache_dir()).parent
+        builds = BuildCache(cache_root / "builds", spec.path)
+        skip = (target, cache_root)  # what in the notebook's folder is not the notebook's to read
+        hit = builds.find(key, skip) if key is not None and cache else None
         notes += ["found: nothing it depends on changed"] if hit else []
     if hit is not None:
         with contextlib.suppress(OSError):  # an entry evicted while copied: build it again
@@ -247,7 +249,14 @@ def build(
     )
     if key is not None:
         try:
-            builds.store(key, target, inputs, {k: v for k, v in result.to_dict().items() if k != "service_dir"})
+            report = {k: v for k, v in result.to_dict().items() if k != "service_dir"}
+            if not builds.store(key, target, inputs, report, skip):
+                too_many = StageProgress(
+                    f"the build cache keeps no build of {spec.path.name}: its folder has more than "
+                    f"{FOLDER_LIMIT} files it might read, too many to check before reusing one",
+                    warning=True,
+                )
+                (on_stage or (lambda _: None))(too_many)
         except OSError as exc:  # a full disk: the build stands, the next one runs again
             failed = StageProgress(f"the build cache could not keep this build: {exc}", warning=True)
             (on_stage or (lambda _: None))(failed)

@@ -260,3 +260,42 @@ def test_only_the_newest_entries_of_a_notebook_are_kept(project: Project, monkey
     cache = build_cache.BuildCache(Path(os.environ["NB2SVC_CACHE_DIR"]) / "builds", project.notebook.resolve())
     kept = [key for key in keys if key is not None and cache.find(key) is not None]
     assert kept == keys[-build_cache.KEEP :]
+
+
+NATIVE_READ = """
+import ctypes
+libc = ctypes.CDLL(None)  # read as a C library reads: fopen, not Python's open (the audit hook does not see it)
+libc.fopen.restype = ctypes.c_void_p
+libc.fread.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+handle = libc.fopen(b"native.bin", b"rb")
+buffer = ctypes.create_string_buffer(64)
+size = libc.fread(buffer, 1, 64, handle)
+libc.fclose(handle)
+total += int(buffer.raw[:size])
+"""
+
+
+def test_a_file_read_where_python_does_not_see_it_still_builds_again(project: Project) -> None:
+    """The safety net: every other file of the notebook's folder is kept with its size, time and (small) digest,
+    so a data file a C library read changes the build even though no ``open`` was seen."""
+    (project.folder / "native.bin").write_text("100")
+    project.write_notebook(extra="\n" + NATIVE_READ)
+    first = project.build()
+    assert answer(first) == 2.0 + 3.0 + 1 + 100
+    assert "native.bin" not in [item.path for item in first.inputs]  # not seen: checked by the net
+    assert project.build().reused is not None
+
+    (project.folder / "native.bin").write_text("200")
+    assert answer(project.build()) == 2.0 + 3.0 + 1 + 200 and project.run_count() == 2
+
+    (project.folder / "notes.md").write_text("a new file a glob could find")
+    assert project.build().reused is None and project.run_count() == 3
+    os.utime(project.folder / "notes.md", ns=(5, 5))  # a fresh checkout's new times, the same content
+    os.utime(project.folder / "native.bin", ns=(5, 5))
+    nbformat.write(new_notebook(), project.folder / "other.ipynb")  # another notebook: not this one's input
+    assert project.build().reused is not None
+
+    inside = project.build(str(project.folder.relative_to(project.folder.parent) / "model_service"))
+    assert inside.service_dir.parent == project.folder  # the output in the folder is not an input
+    assert project.build(str(project.folder.relative_to(project.folder.parent) / "model_service")).reused
