@@ -32,6 +32,34 @@ def cli() -> None:
     """Turn a Jupyter notebook into a self-contained model service."""
 
 
+_PARAMETERS_OPTION = click.option(
+    "-p",
+    "--parameters",
+    "parameters",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Override a default of the cell tagged 'parameters', as papermill's -p does (True, False, None, "
+    "ints and floats are parsed, anything else is a string). Repeatable.",
+)
+_PARAMETERS_FILE_OPTION = click.option(
+    "-f",
+    "--parameters-file",
+    "parameters_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A YAML mapping of parameters, as papermill's -f (a later file, then -p, wins). Repeatable.",
+)
+
+
+def _overrides(parameters: tuple[tuple[str, str], ...], files: tuple[Path, ...]) -> dict[str, Any]:
+    """The parameters of -f files, then of -p, each later one winning, as papermill reads them."""
+    from nb2svc.parameters import parse_value, read_parameters_file
+
+    overrides = {name: value for path in files for name, value in read_parameters_file(path).items()}
+    return overrides | {name: parse_value(value) for name, value in parameters}
+
+
 @cli.command("build")
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option(
@@ -61,24 +89,8 @@ def cli() -> None:
     metavar="SPEC",
     help="Add or override a requirement (pip syntax). Repeatable.",
 )
-@click.option(
-    "-p",
-    "--parameters",
-    "parameters",
-    nargs=2,
-    multiple=True,
-    metavar="NAME VALUE",
-    help="Override a default of the cell tagged 'parameters', as papermill's -p does (True, False, None, "
-    "ints and floats are parsed, anything else is a string). Repeatable.",
-)
-@click.option(
-    "-f",
-    "--parameters-file",
-    "parameters_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A YAML mapping of parameters, as papermill's -f (a later file, then -p, wins). Repeatable.",
-)
+@_PARAMETERS_OPTION
+@_PARAMETERS_FILE_OPTION
 @click.option(
     "--requirements",
     "requirements_file",
@@ -160,7 +172,6 @@ def build_command(
 ) -> None:
     """Run NOTEBOOK in a Jupyter kernel and write its service directory."""
     from nb2svc.deployment import publish_build
-    from nb2svc.parameters import parse_value, read_parameters_file
     from nb2svc.pipeline import build
     from nb2svc.verification import verify
 
@@ -173,8 +184,7 @@ def build_command(
         offline=offline,
     )
     with _reporting_errors(as_json, progress):
-        overrides = {name: value for path in parameters_files for name, value in read_parameters_file(path).items()}
-        overrides |= {name: parse_value(value) for name, value in parameters}
+        overrides = _overrides(parameters, parameters_files)
         result = build(
             notebook,
             output,
@@ -506,6 +516,8 @@ def remove_command(name: str, version: int, registry: Path | None) -> None:
     is_flag=True,
     help="SERVICE_DIR is a notebook: build it, serve it, and build again on every save of it or of a file it read.",
 )
+@_PARAMETERS_OPTION
+@_PARAMETERS_FILE_OPTION
 @_setting_options
 def serve_command(
     service_dir: Path | None,
@@ -519,6 +531,8 @@ def serve_command(
     autoscale: str | None,
     address: str | None,
     watch: bool,
+    parameters: tuple[tuple[str, str], ...],
+    parameters_files: tuple[Path, ...],
     **given: Any,
 ) -> None:
     """Serve SERVICE_DIR (a directory written by `nb2svc build`; default: the current one) with uvicorn, or with
@@ -549,8 +563,15 @@ def serve_command(
         elif isinstance(value, str):
             variables[setting.variable] = value
     if watch:
-        _watch(service_dir, registry, use_ray, workers, host, 8000 if port is None else port, variables)
+        given_parameters = (parameters, parameters_files)
+        _watch(
+            service_dir, registry, use_ray, workers, host, 8000 if port is None else port, variables, given_parameters
+        )
         return
+    if parameters or parameters_files:
+        raise click.UsageError(
+            "-p and -f are a notebook's parameters: they go with --watch (nb2svc serve NB.ipynb --watch -p NAME VALUE)"
+        )
     if use_ray:
         from nb2svc.ray_serve import RayOptions, parse_autoscale, serve_ray
 
@@ -577,6 +598,7 @@ def _watch(
     host: str,
     port: int,
     variables: dict[str, str],
+    parameters: tuple[tuple[tuple[str, str], ...], tuple[Path, ...]],
 ) -> None:
     from nb2svc.watch import WatchReport, watch
 
@@ -603,7 +625,8 @@ def _watch(
     signal.signal(signal.SIGINT, interrupt)  # even where a background shell left Ctrl-C ignored
     with _reporting_errors(False, progress):
         try:
-            watch(notebook, WatchReport(say, progress, progress.stage), host=host, port=port)
+            overrides = _overrides(*parameters)
+            watch(notebook, WatchReport(say, progress, progress.stage), host=host, port=port, parameters=overrides)
         except KeyboardInterrupt:
             say("stopped")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from nb2svc.server_process import free_port
+
+from helpers import FIXTURES
 
 
 def write_notebook(path: Path, broken: bool = False, other: bool = True) -> None:
@@ -186,6 +189,21 @@ def test_watch_swaps_to_good_rebuilds_and_keeps_serving_through_a_failed_one(
         post(url, 1.0)
 
 
+@pytest.mark.network
+@pytest.mark.e2e
+def test_watch_builds_with_the_parameters_given(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "parameters.ipynb", tmp_path / "scaled.ipynb")
+    port = free_port()
+    command = [sys.executable, "-m", "nb2svc", "serve", "scaled.ipynb", "--watch", "--port", str(port)]
+    watcher = Watcher([*command, "-p", "scale", "3", "-p", "typo", "1"], tmp_path)
+    try:
+        watcher.wait_for(r"warning: Passed unknown parameter: typo")  # papermill's warning, as the build says it
+        watcher.wait_for(r"serving scaled version 1 at ")
+        assert post(f"http://127.0.0.1:{port}/v1/scaled/latest", 2.0) == (200, 6.0, "1")  # scale 3, not 2
+    finally:
+        watcher.stop()
+
+
 def test_watch_takes_a_notebook_and_one_process(tmp_path: Path) -> None:
     def refused(*arguments: str) -> str:
         done = subprocess.run(
@@ -196,6 +214,10 @@ def test_watch_takes_a_notebook_and_one_process(tmp_path: Path) -> None:
 
     assert "takes the notebook to build and serve" in refused()
     assert "without --workers 2" in refused("model.ipynb", "--workers", "2")
+    without = subprocess.run(
+        [sys.executable, "-m", "nb2svc", "serve", str(tmp_path), "-p", "scale", "3"], capture_output=True, text=True
+    )
+    assert without.returncode == 2 and "they go with --watch" in without.stderr
     (tmp_path / "service").mkdir()
     done = subprocess.run(
         [sys.executable, "-m", "nb2svc", "serve", str(tmp_path / "service"), "--watch"], capture_output=True, text=True
