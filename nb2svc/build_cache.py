@@ -5,7 +5,9 @@ notebook's bytes, the parameters, the options that can change the result (``buil
 environment (its spec, its Python, the distributions on its path) and nb2svc's own code. Those known only
 after a run are the files in the notebook's folder that its cells read (``kernel_side.reads``): each is
 recorded with its size, modification time and digest, and the entry is reused only while every one of them
-still has its digest (a file whose size and time are unchanged is not read again).
+still has its digest (a file whose size and time are unchanged is not read again). Under them, every other
+file of the folder is kept the same way (``other_files``; the digest of small ones only), for what a cell read
+without Python's ``open`` seeing it.
 
 Layout: ``<cache>/builds/<notebook>/<key>/`` holding ``service/`` (the service directory as built) and
 ``entry.json``; each notebook keeps its ``KEEP`` most recently used entries.
@@ -19,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,14 @@ class InputFile:
             return cls(read.path, read.size, read.mtime_ns, None)
         return cls(read.path, read.size, read.mtime_ns, _file_digest(folder / read.path))
 
+    @classmethod
+    def as_left(cls, folder: Path, relative: str) -> InputFile:
+        """A file of the folder as the build left it: digested only up to ``SMALL`` bytes (a bigger one matches
+        by its time alone)."""
+        status = (folder / relative).stat()
+        digest = _file_digest(folder / relative) if status.st_size <= SMALL else None
+        return cls(relative, status.st_size, status.st_mtime_ns, digest)
+
     def unchanged(self, folder: Path) -> bool:
         try:
             status = (folder / self.path).stat()
@@ -105,15 +114,17 @@ class BuildCache:
         try:
             data = json.loads((entry / ENTRY).read_text(encoding="utf-8"))
             inputs = tuple(InputFile(**item) for item in data["inputs"])
-            report, files, others = data["report"], data["files"], data["folder"]
+            others = tuple(InputFile(**item) for item in data["folder"])
+            report, files = data["report"], data["files"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not isinstance(report, dict) or not isinstance(files, dict) or not isinstance(others, dict):
+        if not isinstance(report, dict) or not isinstance(files, dict):
             return None
-        if not all(item.unchanged(self.notebook.parent) for item in inputs) or _sizes(entry / SERVICE) != files:
+        folder = self.notebook.parent
+        if not all(item.unchanged(folder) for item in inputs) or _sizes(entry / SERVICE) != files:
             return None  # an input changed, or the kept directory is not whole (a cache cleaned by hand)
-        now = folder_listing(self.notebook.parent, skip, {item.path for item in inputs}, digests=False)
-        if now is None or not _same_folder(others, now, self.notebook.parent):
+        now = other_files(folder, skip, {item.path for item in inputs})
+        if now != {item.path for item in others} or not all(item.unchanged(folder) for item in others):
             return None  # a file the notebook may have read without Python's open (a C reader) changed
         with contextlib.suppress(OSError):
             os.utime(entry / ENTRY)
@@ -133,9 +144,10 @@ class BuildCache:
         Written beside and renamed into place, so a reader sees a whole entry or none; then only the ``KEEP``
         most recently used entries of this notebook stay. What a killed store left is swept.
         """
-        others = folder_listing(self.notebook.parent, skip, {item.path for item in inputs}, digests=True)
-        if others is None:
+        found = other_files(self.notebook.parent, skip, {item.path for item in inputs})
+        if found is None:
             return False
+        others = [asdict(InputFile.as_left(self.notebook.parent, relative)) for relative in sorted(found)]
         self.folder.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".entry-", dir=self.folder))
         try:
@@ -179,20 +191,17 @@ class BuildCache:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-Listing = dict[str, list[Any]]  # relative path -> [size, mtime_ns, sha256 or None]
-
-
-def folder_listing(folder: Path, skip: tuple[Path, ...], inputs: set[str], digests: bool) -> Listing | None:
-    """The other files of the notebook's folder and below: what a cell may have read without Python's ``open``
-    seeing it (pyarrow's parquet reader, h5py, OpenCV), as a safety net under the files it was seen to read.
+def other_files(folder: Path, skip: tuple[Path, ...], inputs: set[str]) -> set[str] | None:
+    """The other files of the notebook's folder and below, relative to it: what a cell may have read without
+    Python's ``open`` seeing it (pyarrow's parquet reader, h5py, OpenCV), a safety net under the files it was
+    seen to read.
 
     Left out: hidden files and folders (.git, .ipynb_checkpoints), __pycache__, node_modules, virtual
     environments (a folder with pyvenv.cfg), notebooks, ``skip`` (the output, the cache) and ``inputs``
-    (checked on their own). With ``digests``, each file up to ``SMALL`` bytes is kept with its sha256. None: more
-    than ``FOLDER_LIMIT`` files.
+    (checked on their own). None: more than ``FOLDER_LIMIT`` files.
     """
     skipped = {os.path.realpath(path) for path in skip}
-    listing: Listing = {}
+    found: set[str] = set()
     for directory, folders, files in os.walk(folder):
         here = Path(directory)
         folders[:] = [
@@ -207,30 +216,11 @@ def folder_listing(folder: Path, skip: tuple[Path, ...], inputs: set[str], diges
             relative = (here / name).relative_to(folder).as_posix()
             if name.startswith(".") or name.endswith((".ipynb", ".pyc")) or relative in inputs:
                 continue
-            try:
-                status = (here / name).stat()
-            except OSError:
-                continue
-            if not stat.S_ISREG(status.st_mode):
-                continue
-            small = digests and status.st_size <= SMALL
-            listing[relative] = [status.st_size, status.st_mtime_ns, _file_digest(here / name) if small else None]
-            if len(listing) > FOLDER_LIMIT:
+            if (here / name).is_file():  # a regular file, or a symlink to one
+                found.add(relative)
+            if len(found) > FOLDER_LIMIT:
                 return None
-    return listing
-
-
-def _same_folder(kept: Listing, now: Listing, folder: Path) -> bool:
-    """Whether the folder's other files are those ``kept``: the same names and sizes, and the same time or the
-    same digest."""
-    if kept.keys() != now.keys():
-        return False
-    for relative, (size, mtime_ns, digest) in kept.items():
-        if now[relative][0] != size:
-            return False
-        if now[relative][1] != mtime_ns and (digest is None or _file_digest(folder / relative) != digest):
-            return False
-    return True
+    return found
 
 
 def build_key(

@@ -563,10 +563,8 @@ def serve_command(
         elif isinstance(value, str):
             variables[setting.variable] = value
     if watch:
-        given_parameters = (parameters, parameters_files)
-        _watch(
-            service_dir, registry, use_ray, workers, host, 8000 if port is None else port, variables, given_parameters
-        )
+        port = 8000 if port is None else port
+        _watch(service_dir, registry, use_ray, workers, host, port, variables, parameters, parameters_files)
         return
     if parameters or parameters_files:
         raise click.UsageError(
@@ -598,7 +596,8 @@ def _watch(
     host: str,
     port: int,
     variables: dict[str, str],
-    parameters: tuple[tuple[tuple[str, str], ...], tuple[Path, ...]],
+    parameters: tuple[tuple[str, str], ...],
+    parameters_files: tuple[Path, ...],
 ) -> None:
     from nb2svc.watch import WatchReport, watch
 
@@ -625,7 +624,7 @@ def _watch(
     signal.signal(signal.SIGINT, interrupt)  # even where a background shell left Ctrl-C ignored
     with _reporting_errors(False, progress):
         try:
-            overrides = _overrides(*parameters)
+            overrides = _overrides(parameters, parameters_files)
             watch(notebook, WatchReport(say, progress, progress.stage), host=host, port=port, parameters=overrides)
         except KeyboardInterrupt:
             say("stopped")

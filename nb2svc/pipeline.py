@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2svc.build_cache import FOLDER_LIMIT, BuildCache, CachedBuild, InputFile, build_key
+from nb2svc import build_cache
+from nb2svc.build_cache import BuildCache, CachedBuild, InputFile, build_key
 from nb2svc.capture import Capture, capture_endpoints
 from nb2svc.errors import CaptureFailed, CellFailed, KernelFailed, PythonNotFound, UsageError
 from nb2svc.execute import OnCell, execute_notebook
@@ -248,19 +249,26 @@ def build(
         cache_key=key,
     )
     if key is not None:
-        try:
-            report = {k: v for k, v in result.to_dict().items() if k != "service_dir"}
-            if not builds.store(key, target, inputs, report, skip):
-                too_many = StageProgress(
-                    f"the build cache keeps no build of {spec.path.name}: its folder has more than "
-                    f"{FOLDER_LIMIT} files it might read, too many to check before reusing one",
-                    warning=True,
-                )
-                (on_stage or (lambda _: None))(too_many)
-        except OSError as exc:  # a full disk: the build stands, the next one runs again
-            failed = StageProgress(f"the build cache could not keep this build: {exc}", warning=True)
-            (on_stage or (lambda _: None))(failed)
+        _keep(builds, key, result, skip, on_stage or (lambda _: None))
     return result
+
+
+def _keep(builds: BuildCache, key: str, result: BuildResult, skip: tuple[Path, ...], on_stage: OnStage) -> None:
+    """``result`` into the build cache; a warning when it cannot be kept (the build stands all the same)."""
+    try:
+        report = {name: value for name, value in result.to_dict().items() if name != "service_dir"}
+        kept = builds.store(key, result.service_dir, result.inputs, report, skip)
+    except OSError as exc:  # a full disk: the next build runs again
+        on_stage(StageProgress(f"the build cache could not keep this build: {exc}", warning=True))
+        return
+    if not kept:
+        on_stage(
+            StageProgress(
+                f"the build cache keeps no build of {builds.notebook.name}: its folder has more than "
+                f"{build_cache.FOLDER_LIMIT} files it might read, too many to check before reusing one",
+                warning=True,
+            )
+        )
 
 
 def _reuse(hit: CachedBuild, target: Path, force: bool, started: float) -> BuildResult:

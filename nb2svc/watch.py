@@ -43,7 +43,7 @@ Stamp = tuple[int, int] | None  # (size, mtime_ns); None: the file is not there
 
 @dataclass
 class WatchReport:
-    """What the watch tells the terminal: a line, and whether it is a failure."""
+    """What the watch tells the terminal: its own lines, and each build's cells and stages."""
 
     say: Callable[[str], None]
     on_cell: OnCell | None = None
@@ -67,10 +67,9 @@ def watch(
     host: str = "127.0.0.1",
     port: int = 8000,
     parameters: Mapping[str, Any] | None = None,
-    stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Serve ``notebook`` at ``host:port`` and build it again whenever it or a file it read changes, until
-    ``stop()`` is true or the process is interrupted; the server and the session's registry go with it."""
+    """Serve ``notebook`` at ``host:port`` and build it again whenever it or a file it read changes, until the
+    process is interrupted (KeyboardInterrupt); the server and the session's registry go with it."""
     path = Path(notebook).resolve()
     if host not in _LOOPBACK:
         raise UsageError(f"--watch serves on this machine only (--host 127.0.0.1), not {host}")
@@ -84,10 +83,8 @@ def watch(
         state = _State(Registry(session / "registry"), session / "builds", server, {path: _stamp(path)})
         _build_and_swap(path, state, report, parameters)
         report.say(f"watching {', '.join(_names(state.watched, path))}: a save builds again (Ctrl-C stops)")
-        while not stop():
-            changed = _wait_for_change(state.watched, stop)
-            if changed is None:
-                break
+        while True:
+            changed = _wait_for_change(state.watched)
             report.say(f"{', '.join(_names(changed, path))} changed: building again…")
             _build_and_swap(path, state, report, parameters)
     finally:
@@ -159,20 +156,18 @@ def _still_serving(state: _State) -> str:
     return f"still serving the last good build ({versions})"
 
 
-def _wait_for_change(watched: dict[Path, Stamp], stop: Callable[[], bool]) -> dict[Path, Stamp] | None:
-    """The watched files that changed, once they have been still for ``SETTLE`` seconds; None if stopped."""
-    while not stop():
+def _wait_for_change(watched: dict[Path, Stamp]) -> dict[Path, Stamp]:
+    """The watched files that changed, once they have been still for ``SETTLE`` seconds."""
+    changed: dict[Path, Stamp] = {}
+    while not changed:
         time.sleep(POLL)
         changed = {file: stamp for file in watched if (stamp := _stamp(file)) != watched[file]}
-        if not changed:
-            continue
-        while True:  # settle: an editor writes a save in several steps
-            time.sleep(SETTLE)
-            again = {file: _stamp(file) for file in changed}
-            if again == changed:
-                return changed
-            changed = again
-    return None
+    while True:  # settle: an editor writes a save in several steps
+        time.sleep(SETTLE)
+        again = {file: _stamp(file) for file in changed}
+        if again == changed:
+            return changed
+        changed = again
 
 
 def _opened(item: InputFile) -> Stamp:

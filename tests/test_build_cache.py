@@ -299,3 +299,32 @@ def test_a_file_read_where_python_does_not_see_it_still_builds_again(project: Pr
     inside = project.build(str(project.folder.relative_to(project.folder.parent) / "model_service"))
     assert inside.service_dir.parent == project.folder  # the output in the folder is not an input
     assert project.build(str(project.folder.relative_to(project.folder.parent) / "model_service")).reused
+
+
+def test_a_folder_too_big_to_check_is_not_cached_and_says_so(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_cache, "FOLDER_LIMIT", 2)
+    for n in range(3):
+        (project.folder / f"extra-{n}.txt").write_text(str(n))
+    said: list[str] = []
+    project.build(on_stage=lambda progress: said.append(progress.text) if progress.warning else None)
+    assert any("its folder has more than 2 files it might read" in text for text in said)
+    assert project.build().reused is None and project.run_count() == 2
+
+
+def test_a_kernel_started_by_a_wrapper_script_is_keyed_by_the_script_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking a wrapper for its Python would start a kernel: the key takes the script's digest instead."""
+    ran = tmp_path / "ran"
+    script = tmp_path / "kernel.sh"
+    script.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    script.chmod(0o755)
+    spec = tmp_path / "jupyter" / "kernels" / "wrapped"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [str(script), "{connection_file}"], "display_name": "w"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    before = build_cache.kernel_environment("wrapped")
+    script.write_text(f"#!/bin/sh\ntouch {ran}\nexec true\n")
+    after = build_cache.kernel_environment("wrapped")
+    assert before is not None and after is not None and before["command"] != after["command"]
+    assert not ran.exists()
